@@ -1,0 +1,121 @@
+/* dgrad/data.h - IDX files (MNIST's format), in-memory datasets, a
+ * distributed sampler and a batch loader.
+ *
+ * The IDX reader takes plain or gzip-compressed files (zlib) and validates
+ * everything: magic number, element type, dims, sizes against the file
+ * length. Errors are one-line messages naming the file.
+ */
+#ifndef DGRAD_DATA_H
+#define DGRAD_DATA_H
+
+#include "dgrad/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- IDX -------------------------------------------------------------- */
+
+/* A decoded IDX file: unsigned-byte elements (type 0x08), the only type
+ * MNIST uses; other types are rejected with a message. */
+typedef struct {
+    int ndim;                    /* 1..DG_MAX_DIMS */
+    int64_t dims[DG_MAX_DIMS];
+    uint8_t *data;               /* prod(dims) bytes, owned */
+} dg_idx;
+
+/* Read path (".gz" or plain, detected by the gzip magic bytes, not the
+ * name). DG_ERR and a message naming the file when it is missing,
+ * truncated, corrupt, has a bad magic number or an unsupported type. */
+dg_status dg_idx_read(const char *path, dg_idx *out);
+void dg_idx_free(dg_idx *idx);
+
+/* ---- datasets --------------------------------------------------------- */
+
+/* An in-memory image classification dataset: n samples of sample_size
+ * uint8 pixels each and one label in [0, num_classes) each. */
+typedef struct {
+    int64_t n;
+    int64_t sample_size;          /* e.g. 784 */
+    int ndim_sample;              /* e.g. 2 for 28x28 */
+    int64_t sample_shape[DG_MAX_DIMS - 1];
+    int num_classes;
+    uint8_t *images;              /* n * sample_size, owned */
+    int32_t *labels;              /* n, owned */
+} dg_dataset;
+
+/* Load an images IDX and a labels IDX (any mix of plain and gzip).
+ * Errors: counts that disagree, labels >= num_classes, wrong dims. */
+dg_status dg_dataset_load_idx(const char *images_path, const char *labels_path,
+                              int num_classes, dg_dataset *out);
+/* Load MNIST-style data from dir: train-images-idx3-ubyte(.gz) etc.
+ * train selects the training split (else t10k). */
+dg_status dg_dataset_load_mnist(const char *dir, bool train, dg_dataset *out);
+void dg_dataset_free(dg_dataset *ds);
+
+/* ---- sampler (torch.utils.data.DistributedSampler semantics) --------- */
+
+typedef struct {
+    int64_t dataset_size;
+    int rank, world_size;        /* 0, 1 for a single process */
+    bool shuffle;
+    uint64_t seed;
+    bool drop_last;              /* false: pad by repeating the first
+                                    indices so every rank gets as many;
+                                    true: drop the tail so it divides */
+    int64_t epoch;               /* set with dg_sampler_set_epoch */
+    int64_t num_samples;         /* per rank */
+    int64_t total_size;          /* num_samples * world_size */
+    int64_t *indices;            /* this rank's num_samples indices, owned */
+    int64_t *perm;               /* scratch: the dataset_size permutation, owned */
+} dg_sampler;
+
+/* DG_ERR and a message for dataset_size < 1, world_size < 1 or rank
+ * outside [0, world_size). On error *s is zeroed (dg_sampler_free is safe).
+ * Computes epoch 0. */
+dg_status dg_sampler_init(dg_sampler *s, int64_t dataset_size, int rank, int world_size,
+                          bool shuffle, uint64_t seed, bool drop_last);
+/* Recompute this rank's indices for epoch: the permutation depends only on
+ * (seed, epoch), so every rank agrees and each gets a disjoint share. */
+void dg_sampler_set_epoch(dg_sampler *s, int64_t epoch);
+void dg_sampler_free(dg_sampler *s);
+
+/* ---- loader ----------------------------------------------------------- */
+
+typedef struct {
+    const dg_dataset *ds;
+    dg_sampler *sampler;          /* not owned */
+    int64_t batch_size;
+    bool drop_last;               /* drop a last partial batch */
+    float scale, shift;           /* pixel -> (pixel * scale + shift);
+                                     ToTensor() is scale 1/255, shift 0 */
+    int64_t pos;                  /* position within the epoch, in samples */
+    float *xbuf;                  /* host staging for dg_loader_next, owned */
+    int32_t *ybuf;
+    int64_t buf_rows;             /* samples xbuf/ybuf hold */
+} dg_loader;
+
+/* The sampler must cover ds (same dataset_size). Allocates the staging
+ * buffers once; dg_loader_next/next_host never allocate host memory.
+ * Release with dg_loader_free. On error *l is zeroed. */
+dg_status dg_loader_init(dg_loader *l, const dg_dataset *ds, dg_sampler *sampler,
+                         int64_t batch_size, bool drop_last);
+void dg_loader_free(dg_loader *l);
+/* Number of batches per epoch. */
+int64_t dg_loader_num_batches(const dg_loader *l);
+/* Start an epoch (sets the sampler's epoch, rewinds). */
+void dg_loader_start_epoch(dg_loader *l, int64_t epoch);
+/* Fill host buffers with the next batch: x (B * sample_size floats),
+ * y (B labels). Returns B, or 0 at the end of the epoch. */
+int64_t dg_loader_next_host(dg_loader *l, float *x, int32_t *y);
+/* The next batch as arena tensors on ctx's device: *x (B, sample_size...)
+ * float, *y (B) DG_I32, with flatten choosing (B, sample_size) over
+ * (B, 1, H, W). Returns B, or 0 at the end of the epoch, or -1 (with
+ * *x, *y NULL, the message set and the position kept) if the tensors
+ * could not be made. */
+int64_t dg_loader_next(dg_loader *l, dg_ctx *ctx, bool flatten, dg_tensor **x, dg_tensor **y);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DGRAD_DATA_H */

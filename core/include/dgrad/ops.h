@@ -1,0 +1,80 @@
+/* dgrad/ops.h - differentiable operations, with PyTorch's semantics.
+ *
+ * Every op records itself on the autograd tape when grad mode is on and an
+ * input requires grad. Outputs are arena tensors (see dgrad/tensor.h).
+ * On bad input an op returns NULL and records a message naming the op and
+ * the shapes, e.g. "dg_matmul: shapes [2, 3] and [4, 5] do not fit".
+ * A NULL input gives a NULL output without a new message.
+ *
+ * Dims may be negative (counted from the end), as in PyTorch.
+ */
+#ifndef DGRAD_OPS_H
+#define DGRAD_OPS_H
+
+#include "dgrad/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- elementwise, with numpy/PyTorch broadcasting --------------------- */
+dg_tensor *dg_add(dg_tensor *a, dg_tensor *b);
+dg_tensor *dg_sub(dg_tensor *a, dg_tensor *b);
+dg_tensor *dg_mul(dg_tensor *a, dg_tensor *b);
+dg_tensor *dg_div(dg_tensor *a, dg_tensor *b);
+/* a + s, a * s */
+dg_tensor *dg_add_scalar(dg_tensor *a, float s);
+dg_tensor *dg_mul_scalar(dg_tensor *a, float s);
+dg_tensor *dg_neg(dg_tensor *a);
+
+dg_tensor *dg_relu(dg_tensor *a);
+dg_tensor *dg_exp(dg_tensor *a);
+dg_tensor *dg_log(dg_tensor *a);
+
+/* ---- linear algebra --------------------------------------------------- */
+/* torch.matmul: 1-D and 2-D operands, and batched operands of up to
+ * DG_MAX_DIMS dims whose batch dims broadcast. */
+dg_tensor *dg_matmul(dg_tensor *a, dg_tensor *b);
+/* x (..., in) . weight (out, in)^T + bias (out); bias may be NULL. */
+dg_tensor *dg_linear(dg_tensor *x, dg_tensor *weight, dg_tensor *bias);
+
+/* ---- reductions ------------------------------------------------------- */
+/* Over every element: a 0-dim tensor. */
+dg_tensor *dg_sum(dg_tensor *a);
+dg_tensor *dg_mean(dg_tensor *a);
+/* Over the listed dims (ndims entries, no repeats). */
+dg_tensor *dg_sum_dims(dg_tensor *a, int ndims, const int *dims, bool keepdim);
+dg_tensor *dg_mean_dims(dg_tensor *a, int ndims, const int *dims, bool keepdim);
+/* Index of the largest value along dim (first one on ties), as DG_I32.
+ * Not differentiable. */
+dg_tensor *dg_argmax(dg_tensor *a, int dim, bool keepdim);
+
+/* ---- softmax and losses ----------------------------------------------- */
+dg_tensor *dg_softmax(dg_tensor *a, int dim);
+dg_tensor *dg_log_softmax(dg_tensor *a, int dim);
+/* logits (N, C) float, target (N) DG_I32 class indices: the mean over the
+ * batch of -log_softmax(logits)[i, target[i]], fused and numerically
+ * stable. Targets equal to ignore_index (PyTorch's default is -100) are
+ * left out of the loss and the mean. Any other target outside [0, C) is an
+ * error that names the bad label. */
+#define DG_IGNORE_INDEX (-100)
+dg_tensor *dg_cross_entropy(dg_tensor *logits, dg_tensor *target);
+dg_tensor *dg_cross_entropy_ex(dg_tensor *logits, dg_tensor *target, int ignore_index);
+
+/* ---- shape ------------------------------------------------------------ */
+/* One entry of shape may be -1. A view when the layout allows it, else a
+ * copy, like torch.reshape. */
+dg_tensor *dg_reshape(dg_tensor *a, int ndim, const int64_t *shape);
+/* Flatten dims start..end (inclusive) into one. */
+dg_tensor *dg_flatten(dg_tensor *a, int start_dim, int end_dim);
+dg_tensor *dg_transpose(dg_tensor *a, int dim0, int dim1);
+dg_tensor *dg_permute(dg_tensor *a, const int *perm);
+/* torch.narrow / a[..., start:start+length, ...] along dim: a view. */
+dg_tensor *dg_slice(dg_tensor *a, int dim, int64_t start, int64_t length);
+/* A contiguous copy (or a itself when already contiguous). */
+dg_tensor *dg_contiguous(dg_tensor *a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DGRAD_OPS_H */

@@ -1,0 +1,69 @@
+/* dgrad/optim.h - SGD, Adam and AdamW with PyTorch's update formulas
+ * (torch.optim in PyTorch 1.13, single-tensor path) and defaults.
+ *
+ * An optimizer updates a list of parameters from their .grad. Its state
+ * (momentum buffers, moments, step count) lives in persistent tensors of
+ * the parameters' context.
+ */
+#ifndef DGRAD_OPTIM_H
+#define DGRAD_OPTIM_H
+
+#include "dgrad/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dg_optim dg_optim;   /* opaque */
+
+typedef struct {
+    float lr;            /* required, > 0 */
+    float momentum;      /* 0 */
+    float dampening;     /* 0 */
+    float weight_decay;  /* 0 */
+    bool nesterov;       /* false; needs momentum > 0 and dampening == 0 */
+} dg_sgd_opts;
+
+typedef struct {
+    float lr;            /* 1e-3 */
+    float beta1, beta2;  /* 0.9, 0.999 */
+    float eps;           /* 1e-8 */
+    float weight_decay;  /* Adam: 0 (L2 added to the gradient);
+                            AdamW: 1e-2 (decoupled) */
+    bool amsgrad;        /* false */
+} dg_adam_opts;
+
+/* Defaults as in PyTorch. */
+dg_sgd_opts dg_sgd_defaults(float lr);
+dg_adam_opts dg_adam_defaults(void);
+dg_adam_opts dg_adamw_defaults(void);
+
+/* NULL and an error message on bad hyper-parameters (negative lr, betas
+ * outside [0, 1), nesterov without momentum, ...). */
+dg_optim *dg_optim_sgd(dg_tensor *const *params, int n, dg_sgd_opts opts);
+dg_optim *dg_optim_adam(dg_tensor *const *params, int n, dg_adam_opts opts);
+dg_optim *dg_optim_adamw(dg_tensor *const *params, int n, dg_adam_opts opts);
+void dg_optim_free(dg_optim *opt);
+
+/* One update from every parameter's .grad. Parameter gradients always
+ * exist (zero until backward adds to them), as after PyTorch 1.13's
+ * zero_grad(set_to_none=False). */
+void dg_optim_step(dg_optim *opt);
+/* Zero the gradients of this optimizer's parameters. */
+void dg_optim_zero_grad(dg_optim *opt);
+
+float dg_optim_get_lr(const dg_optim *opt);
+void dg_optim_set_lr(dg_optim *opt, float lr);
+/* Number of steps taken (Adam's bias-correction step). */
+int64_t dg_optim_step_count(const dg_optim *opt);
+/* State tensors for checkpoints: for each parameter i, slot s (SGD: s=0
+ * momentum buffer; Adam: s=0 exp_avg, 1 exp_avg_sq, 2 max_exp_avg_sq).
+ * NULL where the optimizer has no such state (yet). */
+dg_tensor *dg_optim_state(dg_optim *opt, int param_index, int slot);
+int dg_optim_num_slots(const dg_optim *opt);
+void dg_optim_set_step_count(dg_optim *opt, int64_t steps);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DGRAD_OPTIM_H */

@@ -1,0 +1,354 @@
+/* backend_cpu.c - the CPU backend: OpenBLAS for matrix products, plain C
+ * loops (written for auto-vectorization) for the rest. */
+#include "impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+/* ---- memory ---------------------------------------------------------------- */
+
+static void *cpu_alloc(size_t n) {
+    return aligned_alloc(64, (n + 63) / 64 * 64);
+}
+static void cpu_free(void *p) { free(p); }
+static void cpu_memcpy(void *dst, const void *src, size_t n) {
+    if (n) memcpy(dst, src, n);
+}
+static void cpu_memset0(void *dst, size_t n) {
+    if (n) memset(dst, 0, n);
+}
+static void cpu_fill(float *dst, int64_t n, float v) {
+    for (int64_t i = 0; i < n; i++) dst[i] = v;
+}
+static void cpu_sync(void) {}
+
+/* ---- elementwise ------------------------------------------------------------- */
+
+/* Merge adjacent dims that are contiguous with each other in all three
+ * views, to make the inner loop as long as possible. */
+static int collapse(const dg_tensor *o, const dg_tensor *a, const dg_tensor *b, int64_t *shape,
+                    int64_t *so, int64_t *sa, int64_t *sb) {
+    int nd = 0;
+    for (int d = 0; d < o->ndim; d++) {
+        if (o->shape[d] == 1) continue;
+        if (nd > 0 && so[nd - 1] == o->stride[d] * o->shape[d] &&
+            sa[nd - 1] == a->stride[d] * o->shape[d] && sb[nd - 1] == b->stride[d] * o->shape[d]) {
+            shape[nd - 1] *= o->shape[d];
+            so[nd - 1] = o->stride[d];
+            sa[nd - 1] = a->stride[d];
+            sb[nd - 1] = b->stride[d];
+            continue;
+        }
+        shape[nd] = o->shape[d];
+        so[nd] = o->stride[d];
+        sa[nd] = a->stride[d];
+        sb[nd] = b->stride[d];
+        nd++;
+    }
+    if (nd == 0) {
+        shape[0] = 1;
+        so[0] = sa[0] = sb[0] = 1;
+        nd = 1;
+    }
+    return nd;
+}
+
+#define BIN_LOOP(EXPR)                                                              \
+    do {                                                                            \
+        if (acc) {                                                                  \
+            for (int64_t i = 0; i < n; i++) {                                       \
+                float x = pa[i * sa], y = pb[i * sb];                               \
+                (void)y;                                                            \
+                po[i * so] += alpha * (EXPR);                                       \
+            }                                                                       \
+        } else if (sa == 1 && sb == 1 && so == 1) {                                 \
+            for (int64_t i = 0; i < n; i++) {                                       \
+                float x = pa[i], y = pb[i];                                         \
+                (void)y;                                                            \
+                po[i] = alpha * (EXPR);                                             \
+            }                                                                       \
+        } else {                                                                    \
+            for (int64_t i = 0; i < n; i++) {                                       \
+                float x = pa[i * sa], y = pb[i * sb];                               \
+                (void)y;                                                            \
+                po[i * so] = alpha * (EXPR);                                        \
+            }                                                                       \
+        }                                                                           \
+    } while (0)
+
+static void bin_row(dg_binop op, float *po, const float *pa, const float *pb, int64_t n,
+                    int64_t so, int64_t sa, int64_t sb, float alpha, bool acc) {
+    switch (op) {
+    case DG_BIN_ADD: BIN_LOOP(x + y); break;
+    case DG_BIN_SUB: BIN_LOOP(x - y); break;
+    case DG_BIN_MUL: BIN_LOOP(x * y); break;
+    case DG_BIN_DIV: BIN_LOOP(x / y); break;
+    case DG_BIN_COPY: BIN_LOOP(x); break;
+    case DG_BIN_RELU_BWD: BIN_LOOP(y > 0.0f ? x : 0.0f); break;
+    }
+}
+
+static void cpu_binary(dg_binop op, const dg_tensor *out, const dg_tensor *a, const dg_tensor *b,
+                       float alpha, bool acc) {
+    int64_t shape[DG_MAX_DIMS], so[DG_MAX_DIMS], sa[DG_MAX_DIMS], sb[DG_MAX_DIMS];
+    if (op == DG_BIN_COPY) b = a;
+    int nd = collapse(out, a, b, shape, so, sa, sb);
+    for (int d = 0; d < out->ndim; d++)
+        if (out->shape[d] == 0) return;
+    int64_t rows = 1;
+    for (int d = 0; d < nd - 1; d++) rows *= shape[d];
+    int64_t idx[DG_MAX_DIMS] = { 0 };
+    float *po = out->data;
+    const float *pa = a->data, *pb = b->data;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t oo = 0, oa = 0, ob = 0;
+        for (int d = 0; d < nd - 1; d++) {
+            oo += idx[d] * so[d];
+            oa += idx[d] * sa[d];
+            ob += idx[d] * sb[d];
+        }
+        bin_row(op, po + oo, pa + oa, pb + ob, shape[nd - 1], so[nd - 1], sa[nd - 1], sb[nd - 1],
+                alpha, acc);
+        for (int d = nd - 2; d >= 0; d--) {
+            if (++idx[d] < shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+}
+
+static void cpu_unary(dg_unop op, float *out, const float *a, int64_t n, float alpha) {
+    switch (op) {
+    case DG_UN_RELU:
+        for (int64_t i = 0; i < n; i++) out[i] = a[i] > 0.0f ? a[i] : 0.0f;
+        break;
+    case DG_UN_EXP:
+        for (int64_t i = 0; i < n; i++) out[i] = expf(a[i]);
+        break;
+    case DG_UN_LOG:
+        for (int64_t i = 0; i < n; i++) out[i] = logf(a[i]);
+        break;
+    case DG_UN_SCALE:
+        for (int64_t i = 0; i < n; i++) out[i] = alpha * a[i];
+        break;
+    case DG_UN_ADD_SCALAR:
+        for (int64_t i = 0; i < n; i++) out[i] = a[i] + alpha;
+        break;
+    }
+}
+
+/* ---- BLAS ---------------------------------------------------------------------- */
+
+static void cpu_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+                     const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                     float *c, int64_t ldc) {
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (blasint)m, (blasint)n, (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c,
+                (blasint)ldc);
+}
+
+/* ---- reductions ----------------------------------------------------------------- */
+
+static void cpu_reduce_sum(float *out, const float *in, int64_t outer, int64_t red, int64_t inner,
+                           float scale, bool acc) {
+    for (int64_t o = 0; o < outer; o++) {
+        const float *src = in + o * red * inner;
+        float *dst = out + o * inner;
+        if (inner == 1) {
+            double s = 0.0;
+            for (int64_t r = 0; r < red; r++) s += src[r];
+            dst[0] = acc ? dst[0] + scale * (float)s : scale * (float)s;
+            continue;
+        }
+        if (!acc && scale == 1.0f && red > 0) {
+            memcpy(dst, src, (size_t)inner * sizeof(float));
+            for (int64_t r = 1; r < red; r++)
+                for (int64_t i = 0; i < inner; i++) dst[i] += src[r * inner + i];
+            continue;
+        }
+        /* general: accumulate in a zeroed row, then scale into dst */
+        for (int64_t i = 0; i < inner; i++) {
+            float s = 0.0f;
+            for (int64_t r = 0; r < red; r++) s += src[r * inner + i];
+            dst[i] = acc ? dst[i] + scale * s : scale * s;
+        }
+    }
+}
+
+/* ---- softmax ---------------------------------------------------------------------- */
+
+static void cpu_softmax(float *out, const float *in, int64_t outer, int64_t d, int64_t inner, bool log) {
+    for (int64_t o = 0; o < outer; o++) {
+        for (int64_t j = 0; j < inner; j++) {
+            const float *x = in + o * d * inner + j;
+            float *y = out + o * d * inner + j;
+            float mx = -INFINITY;
+            for (int64_t k = 0; k < d; k++) mx = fmaxf(mx, x[k * inner]);
+            float s = 0.0f;
+            for (int64_t k = 0; k < d; k++) s += expf(x[k * inner] - mx);
+            if (log) {
+                float ls = logf(s);
+                for (int64_t k = 0; k < d; k++) y[k * inner] = x[k * inner] - mx - ls;
+            } else {
+                float inv = 1.0f / s;
+                for (int64_t k = 0; k < d; k++) y[k * inner] = expf(x[k * inner] - mx) * inv;
+            }
+        }
+    }
+}
+
+static void cpu_softmax_bwd(float *gin, const float *gout, const float *y, int64_t outer, int64_t d,
+                            int64_t inner, bool log, bool acc) {
+    for (int64_t o = 0; o < outer; o++) {
+        for (int64_t j = 0; j < inner; j++) {
+            int64_t base = o * d * inner + j;
+            float s = 0.0f;
+            if (log) {   /* gin = g - exp(y) * sum(g) */
+                for (int64_t k = 0; k < d; k++) s += gout[base + k * inner];
+                for (int64_t k = 0; k < d; k++) {
+                    int64_t i = base + k * inner;
+                    float v = gout[i] - expf(y[i]) * s;
+                    gin[i] = acc ? gin[i] + v : v;
+                }
+            } else {     /* gin = y * (g - sum(g * y)) */
+                for (int64_t k = 0; k < d; k++) s += gout[base + k * inner] * y[base + k * inner];
+                for (int64_t k = 0; k < d; k++) {
+                    int64_t i = base + k * inner;
+                    float v = y[i] * (gout[i] - s);
+                    gin[i] = acc ? gin[i] + v : v;
+                }
+            }
+        }
+    }
+}
+
+static int64_t cpu_cross_entropy(float *loss, float *count, float *lse, const float *logits,
+                                 const int32_t *target, int64_t n, int64_t c, int ignore_index) {
+    double total = 0.0;
+    int64_t cnt = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t t = target[i];
+        if (t == ignore_index) {
+            lse[i] = 0.0f;
+            continue;
+        }
+        if (t < 0 || t >= c) return i;
+        const float *x = logits + i * c;
+        float mx = -INFINITY;
+        for (int64_t k = 0; k < c; k++) mx = fmaxf(mx, x[k]);
+        float s = 0.0f;
+        for (int64_t k = 0; k < c; k++) s += expf(x[k] - mx);
+        lse[i] = mx + logf(s);
+        total += (double)(lse[i] - x[t]);
+        cnt++;
+    }
+    count[0] = (float)cnt;
+    loss[0] = (float)(total / (double)cnt);   /* 0/0 = nan, as in PyTorch */
+    return -1;
+}
+
+static void cpu_cross_entropy_bwd(float *dlogits, const float *gout, const float *count,
+                                  const float *lse, const float *logits, const int32_t *target,
+                                  int64_t n, int64_t c, int ignore_index, bool acc) {
+    float scale = gout[0] / count[0];
+    for (int64_t i = 0; i < n; i++) {
+        float *g = dlogits + i * c;
+        const float *x = logits + i * c;
+        int32_t t = target[i];
+        if (t == ignore_index) {
+            if (!acc) memset(g, 0, (size_t)c * sizeof(float));
+            continue;
+        }
+        for (int64_t k = 0; k < c; k++) {
+            float v = scale * (expf(x[k] - lse[i]) - (k == t ? 1.0f : 0.0f));
+            g[k] = acc ? g[k] + v : v;
+        }
+    }
+}
+
+static void cpu_argmax(int32_t *out, const float *in, int64_t outer, int64_t d, int64_t inner) {
+    for (int64_t o = 0; o < outer; o++) {
+        for (int64_t j = 0; j < inner; j++) {
+            const float *x = in + o * d * inner + j;
+            int64_t best = 0;
+            for (int64_t k = 1; k < d; k++)
+                if (x[k * inner] > x[best * inner] || (isnan(x[k * inner]) && !isnan(x[best * inner])))
+                    best = k;
+            out[o * inner + j] = (int32_t)best;
+        }
+    }
+}
+
+/* ---- optimizers (torch.optim 1.13, single-tensor formulas) ------------------------- */
+
+static void cpu_sgd_step(float *p, const float *g, float *buf, int64_t n, float lr, float momentum,
+                         float dampening, float weight_decay, bool nesterov, bool first_step) {
+    for (int64_t i = 0; i < n; i++) {
+        float d = g[i];
+        if (weight_decay != 0.0f) d = d + weight_decay * p[i];
+        if (momentum != 0.0f) {
+            float b = first_step ? d : buf[i] * momentum + (1.0f - dampening) * d;
+            buf[i] = b;
+            d = nesterov ? d + momentum * b : b;
+        }
+        p[i] = p[i] + (-lr) * d;
+    }
+}
+
+static void cpu_adam_step(float *p, const float *g, float *m, float *v, float *vmax, int64_t n,
+                          float lr, float beta1, float beta2, float eps, float weight_decay,
+                          bool decoupled, double step_size, double bc2_sqrt) {
+    const float omb1 = (float)(1.0 - (double)beta1), omb2 = (float)(1.0 - (double)beta2);
+    const float ss = (float)(-step_size), bc2 = (float)bc2_sqrt;
+    const float decay = (float)(1.0 - (double)lr * (double)weight_decay);
+    for (int64_t i = 0; i < n; i++) {
+        float grad = g[i];
+        if (weight_decay != 0.0f) {
+            if (decoupled) p[i] = p[i] * decay;
+            else grad = grad + weight_decay * p[i];
+        }
+        float mi = m[i] * beta1 + grad * omb1;
+        float vi = v[i] * beta2 + omb2 * grad * grad;
+        m[i] = mi;
+        v[i] = vi;
+        float vv = vi;
+        if (vmax) {
+            vv = vmax[i] > vi ? vmax[i] : vi;
+            vmax[i] = vv;
+        }
+        float denom = sqrtf(vv) / bc2 + eps;
+        p[i] = p[i] + ss * (mi / denom);
+    }
+}
+
+const dg_backend dg_backend_cpu = {
+    .name = "cpu",
+    .device = DG_CPU,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .to_host = cpu_memcpy,
+    .from_host = cpu_memcpy,
+    .copy = cpu_memcpy,
+    .memset0 = cpu_memset0,
+    .fill = cpu_fill,
+    .synchronize = cpu_sync,
+    .binary = cpu_binary,
+    .unary = cpu_unary,
+    .gemm = cpu_gemm,
+    .reduce_sum = cpu_reduce_sum,
+    .softmax = cpu_softmax,
+    .softmax_bwd = cpu_softmax_bwd,
+    .cross_entropy = cpu_cross_entropy,
+    .cross_entropy_bwd = cpu_cross_entropy_bwd,
+    .argmax = cpu_argmax,
+    .sgd_step = cpu_sgd_step,
+    .adam_step = cpu_adam_step,
+};
