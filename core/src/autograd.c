@@ -41,10 +41,16 @@ dg_node *dg__record(dg_ctx *ctx, const char *name, dg_backward_fn fn, dg_tensor 
     }
     out->grad_fn = n;
     out->requires_grad = true;
+    n->index = ctx->tape_len;
     ctx->tape[ctx->tape_len++] = n;
     return n;
 }
 
+/* Backward walks the tape down from the loss's node. A tensor's gradient
+ * belongs to the current backward pass when its grad_gen matches; nodes
+ * whose output got no gradient in this pass are skipped. Each node runs at
+ * most once per step: a second backward through it is an error, as in
+ * PyTorch without retain_graph. */
 dg_status dg_backward(dg_tensor *loss) {
     if (!loss) return dg_set_error("dg_backward: loss is NULL");
     char buf[96];
@@ -54,34 +60,49 @@ dg_status dg_backward(dg_tensor *loss) {
     if (!loss->requires_grad)
         return dg_set_error("dg_backward: the tensor does not require grad and has no grad_fn");
     dg_ctx *ctx = loss->ctx;
-    if (loss->is_param) {
-        ctx->be->fill(loss->grad->data, 1, 1.0f);   /* d loss / d loss, accumulated */
+    ctx->bw_gen++;
+    if (loss->is_param) {   /* d loss / d loss = 1, added to the gradient */
+        dg_tensor *one = dg_full(ctx, 0, NULL, 1.0f);
+        ctx->be->binary(DG_BIN_COPY, loss->grad, one, one, 1.0f, true);
+        if (ctx->grad_ready) ctx->grad_ready(loss, ctx->grad_ready_user);
         return DG_OK;
     }
-    if (!loss->grad) {
-        int64_t one = 1;
-        loss->grad = dg__tensor_alloc(ctx, DG_F32, loss->ndim, loss->ndim ? loss->shape : &one);
-        ctx->be->fill(loss->grad->data, 1, 1.0f);
-    }
+    dg_node *root = loss->grad_fn;
+    DG_ASSERT(root != NULL);
+    if (root->consumed)
+        return dg_set_error("dg_backward: trying to backward through the graph a second time "
+                            "(its intermediate results are already consumed)");
+    if (!loss->grad) loss->grad = dg__tensor_alloc(ctx, DG_F32, loss->ndim, loss->shape);
+    ctx->be->fill(loss->grad->data, 1, 1.0f);
+    loss->grad_gen = ctx->bw_gen;
     bool saved_mode = ctx->grad_enabled;
     ctx->grad_enabled = false;   /* backward itself records nothing */
-    for (int64_t i = ctx->tape_len - 1; i >= 0; i--) {
+    dg_status st = DG_OK;
+    for (int64_t i = root->index; i >= 0; i--) {
         dg_node *n = ctx->tape[i];
-        if (!n->out->grad) continue;
-        n->backward(n);
+        if (n->out->grad && n->out->grad_gen == ctx->bw_gen) {
+            if (n->consumed) {
+                st = dg_set_error("dg_backward: trying to backward through the graph a second time "
+                                  "(at %s)", n->name);
+                break;
+            }
+            n->backward(n);
+            n->consumed = true;
+        }
+        /* a parameter's gradient is final once the walk passes its first
+         * use, whether or not that node was reached */
         if (!ctx->grad_ready) continue;
         for (int k = 0; k < n->nin; k++) {
             dg_tensor *t = n->in[k];
-            if (t && t->is_param && t->tape_gen == ctx->tape_gen && t->tape_first_use == i) {
-                t->tape_first_use = -1;   /* fire once even if used twice here */
+            if (t && t->is_param && t->tape_gen == ctx->tape_gen && t->tape_first_use == i &&
+                t->ready_gen != ctx->bw_gen) {
+                t->ready_gen = ctx->bw_gen;   /* once, even if used twice here */
                 ctx->grad_ready(t, ctx->grad_ready_user);
             }
         }
     }
     ctx->grad_enabled = saved_mode;
-    ctx->tape_len = 0;
-    ctx->tape_gen++;
-    return DG_OK;
+    return st;
 }
 
 dg_tensor *dg_detach(dg_tensor *t) {

@@ -79,7 +79,7 @@ static int collapse(const dg_tensor *o, const dg_tensor *a, const dg_tensor *b, 
         }                                                                           \
     } while (0)
 
-static void bin_row(dg_binop op, float *po, const float *pa, const float *pb, int64_t n,
+DG_HOT static void bin_row(dg_binop op, float *po, const float *pa, const float *pb, int64_t n,
                     int64_t so, int64_t sa, int64_t sb, float alpha, bool acc) {
     switch (op) {
     case DG_BIN_ADD: BIN_LOOP(x + y); break;
@@ -119,7 +119,7 @@ static void cpu_binary(dg_binop op, const dg_tensor *out, const dg_tensor *a, co
     }
 }
 
-static void cpu_unary(dg_unop op, float *out, const float *a, int64_t n, float alpha) {
+DG_HOT static void cpu_unary(dg_unop op, float *out, const float *a, int64_t n, float alpha) {
     switch (op) {
     case DG_UN_RELU:
         for (int64_t i = 0; i < n; i++) out[i] = a[i] > 0.0f ? a[i] : 0.0f;
@@ -157,7 +157,7 @@ static void cpu_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float al
 
 /* ---- reductions ----------------------------------------------------------------- */
 
-static void cpu_reduce_sum(float *out, const float *in, int64_t outer, int64_t red, int64_t inner,
+DG_HOT static void cpu_reduce_sum(float *out, const float *in, int64_t outer, int64_t red, int64_t inner,
                            float scale, bool acc) {
     for (int64_t o = 0; o < outer; o++) {
         const float *src = in + o * red * inner;
@@ -185,7 +185,7 @@ static void cpu_reduce_sum(float *out, const float *in, int64_t outer, int64_t r
 
 /* ---- softmax ---------------------------------------------------------------------- */
 
-static void cpu_softmax(float *out, const float *in, int64_t outer, int64_t d, int64_t inner, bool log) {
+DG_HOT static void cpu_softmax(float *out, const float *in, int64_t outer, int64_t d, int64_t inner, bool log) {
     for (int64_t o = 0; o < outer; o++) {
         for (int64_t j = 0; j < inner; j++) {
             const float *x = in + o * d * inner + j;
@@ -205,7 +205,7 @@ static void cpu_softmax(float *out, const float *in, int64_t outer, int64_t d, i
     }
 }
 
-static void cpu_softmax_bwd(float *gin, const float *gout, const float *y, int64_t outer, int64_t d,
+DG_HOT static void cpu_softmax_bwd(float *gin, const float *gout, const float *y, int64_t outer, int64_t d,
                             int64_t inner, bool log, bool acc) {
     for (int64_t o = 0; o < outer; o++) {
         for (int64_t j = 0; j < inner; j++) {
@@ -230,7 +230,7 @@ static void cpu_softmax_bwd(float *gin, const float *gout, const float *y, int64
     }
 }
 
-static int64_t cpu_cross_entropy(float *loss, float *count, float *lse, const float *logits,
+DG_HOT static int64_t cpu_cross_entropy(float *loss, float *count, float *lse, const float *logits,
                                  const int32_t *target, int64_t n, int64_t c, int ignore_index) {
     double total = 0.0;
     int64_t cnt = 0;
@@ -255,7 +255,7 @@ static int64_t cpu_cross_entropy(float *loss, float *count, float *lse, const fl
     return -1;
 }
 
-static void cpu_cross_entropy_bwd(float *dlogits, const float *gout, const float *count,
+DG_HOT static void cpu_cross_entropy_bwd(float *dlogits, const float *gout, const float *count,
                                   const float *lse, const float *logits, const int32_t *target,
                                   int64_t n, int64_t c, int ignore_index, bool acc) {
     float scale = gout[0] / count[0];
@@ -289,7 +289,7 @@ static void cpu_argmax(int32_t *out, const float *in, int64_t outer, int64_t d, 
 
 /* ---- optimizers (torch.optim 1.13, single-tensor formulas) ------------------------- */
 
-static void cpu_sgd_step(float *p, const float *g, float *buf, int64_t n, float lr, float momentum,
+DG_HOT static void cpu_sgd_step(float *p, const float *g, float *buf, int64_t n, float lr, float momentum,
                          float dampening, float weight_decay, bool nesterov, bool first_step) {
     for (int64_t i = 0; i < n; i++) {
         float d = g[i];
@@ -303,29 +303,38 @@ static void cpu_sgd_step(float *p, const float *g, float *buf, int64_t n, float 
     }
 }
 
-static void cpu_adam_step(float *p, const float *g, float *m, float *v, float *vmax, int64_t n,
-                          float lr, float beta1, float beta2, float eps, float weight_decay,
-                          bool decoupled, double step_size, double bc2_sqrt) {
+/* Adam's moment updates for elements [0, n); returns nothing, writes m, v.
+ * Split from the parameter update so that both loops vectorize. */
+DG_HOT static void cpu_adam_step(float *restrict p, const float *restrict g, float *restrict m,
+                                 float *restrict v, float *restrict vmax, int64_t n, float lr,
+                                 float beta1, float beta2, float eps, float weight_decay,
+                                 bool decoupled, double step_size, double bc2_sqrt) {
     const float omb1 = (float)(1.0 - (double)beta1), omb2 = (float)(1.0 - (double)beta2);
     const float ss = (float)(-step_size), bc2 = (float)bc2_sqrt;
     const float decay = (float)(1.0 - (double)lr * (double)weight_decay);
-    for (int64_t i = 0; i < n; i++) {
-        float grad = g[i];
-        if (weight_decay != 0.0f) {
-            if (decoupled) p[i] = p[i] * decay;
-            else grad = grad + weight_decay * p[i];
+    const float l2 = decoupled ? 0.0f : weight_decay;
+    if (decoupled && weight_decay != 0.0f)
+        for (int64_t i = 0; i < n; i++) p[i] = p[i] * decay;
+    if (l2 != 0.0f) {
+        for (int64_t i = 0; i < n; i++) {
+            float grad = g[i] + l2 * p[i];
+            m[i] = m[i] * beta1 + grad * omb1;
+            v[i] = v[i] * beta2 + omb2 * grad * grad;
         }
-        float mi = m[i] * beta1 + grad * omb1;
-        float vi = v[i] * beta2 + omb2 * grad * grad;
-        m[i] = mi;
-        v[i] = vi;
-        float vv = vi;
-        if (vmax) {
-            vv = vmax[i] > vi ? vmax[i] : vi;
-            vmax[i] = vv;
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            float grad = g[i];
+            m[i] = m[i] * beta1 + grad * omb1;
+            v[i] = v[i] * beta2 + omb2 * grad * grad;
         }
-        float denom = sqrtf(vv) / bc2 + eps;
-        p[i] = p[i] + ss * (mi / denom);
+    }
+    if (vmax) {
+        for (int64_t i = 0; i < n; i++) {
+            vmax[i] = vmax[i] > v[i] ? vmax[i] : v[i];
+            p[i] = p[i] + ss * (m[i] / (sqrtf(vmax[i]) / bc2 + eps));
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) p[i] = p[i] + ss * (m[i] / (sqrtf(v[i]) / bc2 + eps));
     }
 }
 

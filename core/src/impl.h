@@ -6,6 +6,14 @@
 #include "dgrad/tensor.h"
 #include "dgrad/ops.h"
 
+/* Hot CPU loops are compiled for several x86-64 levels (AVX-512, AVX2,
+ * baseline) and the best one is picked at load time. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(DG_NO_CLONES)
+#define DG_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DG_HOT
+#endif
+
 /* ---- backend table ------------------------------------------------------
  * One table per device. Every kernel works on device memory. Tensors passed
  * to kernels are float32 unless stated. "acc" means out += result instead of
@@ -32,6 +40,11 @@ typedef enum {
 typedef struct dg_backend {
     const char *name;
     dg_device device;
+
+    /* optional: NULL if the backend needs no setup. Called by dg_ctx_new
+     * before the first use; returns false and records an error
+     * (dg_set_error) when the device cannot be used, e.g. no GPU. */
+    bool (*init)(void);
 
     /* memory */
     void *(*alloc)(size_t nbytes);          /* NULL on failure */
@@ -91,6 +104,9 @@ typedef struct dg_backend {
 } dg_backend;
 
 extern const dg_backend dg_backend_cpu;
+#ifdef DG_HAVE_CUDA
+extern const dg_backend dg_backend_cuda;   /* backend_cuda.cu */
+#endif
 /* Backends register here (the CUDA backend fills its slot when built). */
 const dg_backend *dg_backend_get(dg_device device);
 
@@ -121,6 +137,8 @@ typedef void (*dg_backward_fn)(dg_node *n);
 struct dg_node {
     dg_backward_fn backward;
     const char *name;
+    int64_t index;             /* position on the tape */
+    bool consumed;             /* its backward has run */
     dg_tensor *out;
     dg_tensor *in[3];
     int nin;
@@ -147,7 +165,8 @@ struct dg_ctx {
     /* tape */
     dg_node **tape;
     int64_t tape_len, tape_cap;
-    uint64_t tape_gen;
+    uint64_t tape_gen;         /* bumped by dg_ctx_reset_step */
+    uint64_t bw_gen;           /* bumped by each dg_backward */
 
     /* parameters */
     dg_tensor **params;

@@ -38,12 +38,13 @@ static int norm_dim(const char *op, const dg_tensor *t, int dim) {
 static dg_tensor *grad_slot(dg_tensor *t, bool *acc) {
     *acc = false;
     if (!t || !t->requires_grad) return NULL;
-    if (t->grad) {
+    uint64_t gen = t->ctx->bw_gen;
+    if (t->grad && (t->is_param || t->grad_gen == gen)) {
         *acc = true;
         return t->grad;
     }
-    t->grad = dg__tensor_alloc(t->ctx, DG_F32, t->ndim, t->shape);
-    *acc = false;
+    if (!t->grad) t->grad = dg__tensor_alloc(t->ctx, DG_F32, t->ndim, t->shape);
+    t->grad_gen = gen;
     return t->grad;
 }
 
@@ -682,6 +683,7 @@ static void view_backward(dg_node *n) {   /* reshape of a contiguous tensor */
     dg__contiguous_strides(g.ndim, g.shape, g.stride);
     if (!a->grad) {   /* nobody else holds go: share it */
         a->grad = dg__view(go, g.ndim, g.shape, g.stride, go->data);
+        a->grad_gen = a->ctx->bw_gen;
         return;
     }
     grad_bcast(a, DG_BIN_COPY, &g, NULL, 1.0f, a->ndim, a->shape);

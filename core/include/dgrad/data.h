@@ -75,6 +75,10 @@ typedef struct {
  * Computes epoch 0. */
 dg_status dg_sampler_init(dg_sampler *s, int64_t dataset_size, int rank, int world_size,
                           bool shuffle, uint64_t seed, bool drop_last);
+/* Evaluation split: rank r takes indices r, r + world_size, ... (no
+ * shuffle, no padding), so the ranks together cover every sample exactly
+ * once; their counts differ by at most one. Reduce the per-rank counts. */
+dg_status dg_sampler_init_eval(dg_sampler *s, int64_t dataset_size, int rank, int world_size);
 /* Recompute this rank's indices for epoch: the permutation depends only on
  * (seed, epoch), so every rank agrees and each gets a disjoint share. */
 void dg_sampler_set_epoch(dg_sampler *s, int64_t epoch);

@@ -70,6 +70,8 @@ typedef struct dg_tensor {
     /* autograd bookkeeping (internal) */
     uint64_t tape_gen;
     int64_t tape_first_use;
+    uint64_t grad_gen;              /* backward pass that wrote .grad */
+    uint64_t ready_gen;             /* backward pass that declared it final */
 } dg_tensor;
 
 /* ---- context ---------------------------------------------------------- */
@@ -161,8 +163,11 @@ float dg_item(const dg_tensor *t);
 /* ---- autograd --------------------------------------------------------- */
 
 /* Run backward from a one-element tensor. Gradients are added into .grad of
- * every tensor that requires grad (parameters accumulate until zeroed).
- * DG_ERR if loss is not a scalar or needs no grad. The tape is consumed. */
+ * every parameter it depends on (they accumulate until zeroed); other
+ * tensors get this pass's gradient in .grad. Several losses of one step may
+ * each run backward, but the graph behind a node runs backward only once
+ * per step (PyTorch without retain_graph): a second pass through it is
+ * DG_ERR. Also DG_ERR if loss is not a scalar or needs no grad. */
 dg_status dg_backward(dg_tensor *loss);
 
 /* A new tensor sharing storage, cut off from the graph. */
