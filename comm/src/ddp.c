@@ -1,0 +1,216 @@
+/* ddp.c - bucketed gradient all-reduce, overlapped with backward. */
+#define _POSIX_C_SOURCE 200809L
+#include "dgrad/ddp.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    int first, last;            /* parameter range, registration order */
+    size_t offset, count;       /* range of the flat gradient buffer, floats */
+    int pending;                /* parameters whose gradient is not final yet */
+    bool launched;
+    dg_comm_request *req;
+} bucket;
+
+struct dg_ddp {
+    dg_ctx *ctx;
+    dg_comm *comm;
+    dg_ddp_opts opts;
+    bucket *buckets;            /* buckets[0] holds the last parameters */
+    int nbuckets;
+    int *bucket_of;             /* parameter index -> bucket */
+    int next_launch;            /* buckets start in index order on every rank */
+    bool no_sync;
+    bool failed;
+    double t_first_launch;
+    dg_ddp_stats stats;
+};
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+dg_ddp_opts dg_ddp_defaults(void) {
+    return (dg_ddp_opts){ .bucket_cap_bytes = 25u << 20, .first_bucket_cap_bytes = 1u << 20,
+                          .overlap = true };
+}
+
+/* count, total size and a hash of every shape, in order */
+static void param_signature(dg_ctx *ctx, int64_t sig[3]) {
+    int n;
+    dg_tensor **p = dg_ctx_params(ctx, &n);
+    uint64_t h = 1469598103934665603ULL;
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        h = (h ^ (uint64_t)p[i]->ndim) * 1099511628211ULL;
+        for (int d = 0; d < p[i]->ndim; d++) h = (h ^ (uint64_t)p[i]->shape[d]) * 1099511628211ULL;
+        total += dg_numel(p[i]);
+    }
+    sig[0] = n;
+    sig[1] = total;
+    sig[2] = (int64_t)(h >> 1);
+}
+
+static dg_status check_same_params(dg_ddp *d) {
+    int size = dg_comm_size(d->comm);
+    int64_t sig[3], *all = malloc(sizeof(int64_t) * 3 * (size_t)size);
+    if (!all) return dg_set_error("dg_ddp_new: out of memory");
+    param_signature(d->ctx, sig);
+    if (dg_comm_allgather(d->comm, sig, all, 3, DG_COMM_I64)) {
+        free(all);
+        return DG_ERR;
+    }
+    dg_status st = DG_OK;
+    for (int r = 1; r < size && st == DG_OK; r++) {
+        int64_t *a = all, *b = all + 3 * r;
+        if (a[0] != b[0] || a[1] != b[1] || a[2] != b[2])
+            st = dg_set_error("dg_ddp_new: model parameters differ between ranks: rank 0 has %lld "
+                              "parameters (%lld values), rank %d has %lld parameters (%lld values)%s",
+                              (long long)a[0], (long long)a[1], r, (long long)b[0], (long long)b[1],
+                              a[0] == b[0] && a[1] == b[1] ? " with different shapes or order" : "");
+    }
+    free(all);
+    return st;
+}
+
+/* Reverse registration order, first bucket capped smaller, as PyTorch. */
+static void build_buckets(dg_ddp *d) {
+    int n;
+    dg_tensor **p = dg_ctx_params(d->ctx, &n);
+    d->buckets = calloc((size_t)(n ? n : 1), sizeof *d->buckets);
+    d->bucket_of = calloc((size_t)(n ? n : 1), sizeof *d->bucket_of);
+    DG_ASSERT(d->buckets && d->bucket_of);
+    size_t cap = d->opts.first_bucket_cap_bytes, bytes = 0;
+    int nb = 0;
+    for (int i = n - 1; i >= 0; i--) {
+        size_t pb = (size_t)dg_numel(p[i]) * sizeof(float);
+        if (nb == 0 || (bytes > 0 && bytes + pb > cap)) {
+            if (nb > 0) cap = d->opts.bucket_cap_bytes;
+            d->buckets[nb++] = (bucket){ .first = i, .last = i };
+            bytes = 0;
+        }
+        bucket *b = &d->buckets[nb - 1];
+        b->first = i;
+        bytes += pb;
+        d->bucket_of[i] = nb - 1;
+    }
+    for (int k = 0; k < nb; k++) {
+        bucket *b = &d->buckets[k];
+        b->offset = dg_param_offset(p[b->first]);
+        b->count = dg_param_offset(p[b->last]) + (size_t)dg_numel(p[b->last]) - b->offset;
+        d->stats.bytes_per_step += b->count * sizeof(float);
+    }
+    d->nbuckets = nb;
+    d->stats.num_buckets = nb;
+}
+
+static void reset_step(dg_ddp *d) {
+    for (int k = 0; k < d->nbuckets; k++) {
+        bucket *b = &d->buckets[k];
+        b->pending = b->last - b->first + 1;
+        b->launched = false;
+        b->req = NULL;
+    }
+    d->next_launch = 0;
+}
+
+static void launch_ready(dg_ddp *d, bool all) {
+    float *g = dg_ctx_grad_buffer(d->ctx, NULL);
+    while (!d->failed && d->next_launch < d->nbuckets) {
+        bucket *b = &d->buckets[d->next_launch];
+        if (!all && b->pending > 0) break;
+        if (d->next_launch == 0) d->t_first_launch = now();
+        if (dg_comm_iallreduce(d->comm, g + b->offset, b->count, DG_COMM_F32, DG_COMM_AVG, &b->req)) {
+            d->failed = true;
+            break;
+        }
+        b->launched = true;
+        d->next_launch++;
+    }
+}
+
+static void on_grad_ready(dg_tensor *param, void *user) {
+    dg_ddp *d = user;
+    if (d->no_sync || d->failed) return;
+    bucket *b = &d->buckets[d->bucket_of[param->param_index]];
+    b->pending--;
+    if (d->opts.overlap) {
+        int before = d->next_launch;
+        launch_ready(d, false);
+        d->stats.overlapped_buckets += d->next_launch - before;
+    }
+    if (!d->failed && dg_comm_progress(d->comm)) d->failed = true;
+}
+
+dg_status dg_ddp_new(dg_ddp **out, dg_ctx *ctx, dg_comm *comm, dg_ddp_opts opts) {
+    *out = NULL;
+    if (!ctx || !comm) return dg_set_error("dg_ddp_new: NULL context or communicator");
+    if (opts.bucket_cap_bytes == 0 || opts.first_bucket_cap_bytes == 0)
+        return dg_set_error("dg_ddp_new: bucket sizes must be positive");
+    dg_ddp *d = calloc(1, sizeof *d);
+    if (!d) return dg_set_error("dg_ddp_new: out of memory");
+    d->ctx = ctx;
+    d->comm = comm;
+    d->opts = opts;
+    if (check_same_params(d)) {
+        free(d);
+        return DG_ERR;
+    }
+    size_t n;
+    float *p = dg_ctx_param_buffer(ctx, &n);
+    if (n && dg_comm_broadcast(comm, p, n, DG_COMM_F32, 0)) {
+        free(d);
+        return DG_ERR;
+    }
+    build_buckets(d);
+    reset_step(d);
+    dg_ctx_set_grad_ready_hook(ctx, on_grad_ready, d);
+    *out = d;
+    return DG_OK;
+}
+
+void dg_ddp_free(dg_ddp *d) {
+    if (!d) return;
+    dg_ctx_set_grad_ready_hook(d->ctx, NULL, NULL);
+    free(d->buckets);
+    free(d->bucket_of);
+    free(d);
+}
+
+dg_status dg_ddp_backward(dg_ddp *d, dg_tensor *loss) {
+    if (d->failed) return dg_set_error("dg_ddp_backward: the communicator has failed");
+    reset_step(d);
+    if (dg_backward(loss)) return DG_ERR;
+    if (d->no_sync) return DG_OK;
+    double t0 = now();
+    launch_ready(d, true);   /* buckets with unused parameters, or overlap off */
+    for (int k = 0; k < d->nbuckets && !d->failed; k++)
+        if (d->buckets[k].launched && dg_comm_wait(d->buckets[k].req)) d->failed = true;
+    if (d->failed) return dg_set_error("dg_ddp_backward: gradient all-reduce failed");
+    double t1 = now();
+    d->stats.wait_seconds += t1 - t0;
+    d->stats.reduce_seconds += t1 - d->t_first_launch;
+    d->stats.synced_steps++;
+    return DG_OK;
+}
+
+void dg_ddp_set_no_sync(dg_ddp *d, bool no_sync) { d->no_sync = no_sync; }
+
+dg_status dg_ddp_broadcast_tensor(dg_ddp *d, dg_tensor *t) {
+    if (!dg_is_contiguous(t) || t->dtype != DG_F32)
+        return dg_set_error("dg_ddp_broadcast_tensor: need a contiguous float32 tensor");
+    return dg_comm_broadcast(d->comm, t->data, (size_t)dg_numel(t), DG_COMM_F32, 0);
+}
+
+void dg_ddp_get_stats(const dg_ddp *d, dg_ddp_stats *s) { *s = d->stats; }
+
+void dg_ddp_bucket_range(const dg_ddp *d, int b, int *first, int *last) {
+    DG_ASSERT(b >= 0 && b < d->nbuckets);
+    *first = d->buckets[b].first;
+    *last = d->buckets[b].last;
+}
