@@ -3,11 +3,13 @@
  *   784 -> Linear -> 50 -> ReLU -> Linear -> 10, cross-entropy,
  *   Adam(lr=1e-4), batch 64, 3 epochs, shuffled every epoch.
  *
- * Usage: mnist_mlp [--data DIR] [--epochs N] [--batch-size N] [--lr X]
- *                  [--optimizer adam|adamw|sgd] [--seed N] [--threads N] [--json]
+ * Data-parallel: run it under mpirun (or srun, or dgrun) and every rank
+ * trains on its shard of each epoch; gradients are averaged with DDP.
+ * --batch-size is per rank, as in PyTorch DDP. Only rank 0 prints.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "dgrad/data.h"
+#include "dgrad/ddp.h"
 #include "dgrad/nn.h"
 #include "dgrad/ops.h"
 #include "dgrad/optim.h"
@@ -27,11 +29,15 @@ typedef struct {
     uint64_t seed;
     int threads;
     bool json;
+    const char *device;
+    bool overlap;
+    double bucket_cap_mb;
 } options;
 
 static const char *usage =
     "usage: mnist_mlp [--data DIR] [--epochs N] [--batch-size N] [--lr X]\n"
     "                 [--optimizer adam|adamw|sgd] [--seed N] [--threads N] [--json]\n"
+    "                 [--device cpu|cuda] [--bucket-cap-mb X] [--no-overlap]\n"
     "  --data DIR        MNIST IDX files (.gz or plain), default data/mnist\n"
     "  --epochs N        epochs, default 3\n"
     "  --batch-size N    samples per step, default 64\n"
@@ -39,7 +45,11 @@ static const char *usage =
     "  --optimizer NAME  adam (default), adamw or sgd\n"
     "  --seed N          seed for initialization and shuffling, default 0\n"
     "  --threads N       BLAS threads, default: the BLAS library's choice\n"
-    "  --json            print a JSON summary as the last line\n";
+    "  --json            print a JSON summary as the last line\n"
+    "  --device NAME     cpu (default) or cuda\n"
+    "  --bucket-cap-mb X DDP gradient bucket size in MiB, default 25\n"
+    "  --no-overlap      reduce gradients after backward instead of during it\n"
+    "Under mpirun/srun each rank trains on its shard; --batch-size is per rank.\n";
 
 static double now(void) {
     struct timespec ts;
@@ -64,14 +74,17 @@ static int bad_flag(const char *flag, const char *value, const char *expect) {
 /* Returns 0 on success, else the exit code. */
 static int parse_args(int argc, char **argv, options *o) {
     *o = (options){ .data = "data/mnist", .epochs = 3, .batch_size = 64, .lr = 1e-4f,
-                    .optimizer = "adam", .seed = 0, .threads = 0, .json = false };
+                    .optimizer = "adam", .seed = 0, .threads = 0, .json = false,
+                    .device = "cpu", .overlap = true, .bucket_cap_mb = 25.0 };
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--json")) { o->json = true; continue; }
+        if (!strcmp(f, "--no-overlap")) { o->overlap = false; continue; }
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) { fputs(usage, stdout); return -1; }
         bool known = !strcmp(f, "--data") || !strcmp(f, "--epochs") || !strcmp(f, "--batch-size") ||
                      !strcmp(f, "--lr") || !strcmp(f, "--optimizer") || !strcmp(f, "--seed") ||
-                     !strcmp(f, "--threads");
+                     !strcmp(f, "--threads") || !strcmp(f, "--device") ||
+                     !strcmp(f, "--bucket-cap-mb");
         if (!known) {
             fprintf(stderr, "mnist_mlp: unknown flag '%s' (see --help)\n", f);
             return 2;
@@ -96,12 +109,16 @@ static int parse_args(int argc, char **argv, options *o) {
         } else if (!strcmp(f, "--threads")) {
             if (!parse_long(v, 1, 1024, &n)) return bad_flag(f, v, "an integer >= 1");
             o->threads = (int)n;
-        } else if (!strcmp(f, "--lr")) {
+        } else if (!strcmp(f, "--lr") || !strcmp(f, "--bucket-cap-mb")) {
             char *end;
             errno = 0;
             double x = strtod(v, &end);
             if (errno || end == v || *end || !(x > 0.0) || x > 1e6) return bad_flag(f, v, "a number > 0");
-            o->lr = (float)x;
+            if (!strcmp(f, "--lr")) o->lr = (float)x;
+            else o->bucket_cap_mb = x;
+        } else if (!strcmp(f, "--device")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda")) return bad_flag(f, v, "cpu or cuda");
+            o->device = v;
         } else if (!strcmp(f, "--optimizer")) {
             if (strcmp(v, "adam") && strcmp(v, "adamw") && strcmp(v, "sgd"))
                 return bad_flag(f, v, "adam, adamw or sgd");
@@ -133,16 +150,18 @@ static uint64_t params_hash(dg_ctx *ctx) {
     return h;
 }
 
-/* Accuracy over a whole dataset, in eval mode without autograd. */
-static double evaluate(dg_ctx *ctx, dg_module *model, const dg_dataset *ds) {
+/* Accuracy over a whole dataset, in eval mode without autograd. Each rank
+ * takes its shard; the counts are summed, so every sample counts once. */
+static double evaluate(dg_ctx *ctx, dg_comm *comm, dg_module *model, const dg_dataset *ds) {
     dg_sampler s;
     dg_loader l;
-    if (dg_sampler_init(&s, ds->n, 0, 1, false, 0, false) || dg_loader_init(&l, ds, &s, 1000, false))
+    if (dg_sampler_init_eval(&s, ds->n, dg_comm_rank(comm), dg_comm_size(comm)) ||
+        dg_loader_init(&l, ds, &s, 1000, false))
         return -1.0;
     bool prev = dg_set_grad_enabled(ctx, false);
     dg_module_train(model, false);
     dg_loader_start_epoch(&l, 0);
-    int64_t correct = 0, seen = 0, b;
+    int64_t counts[2] = { 0, 0 }, b;   /* correct, seen */
     dg_tensor *x, *y;
     int32_t pred[1000], lab[1000];
     while ((b = dg_loader_next(&l, ctx, true, &x, &y)) > 0) {
@@ -150,15 +169,22 @@ static double evaluate(dg_ctx *ctx, dg_module *model, const dg_dataset *ds) {
         DG_ASSERT(am != NULL);
         dg_tensor_to_host(am, pred);
         dg_tensor_to_host(y, lab);
-        for (int64_t i = 0; i < b; i++) correct += pred[i] == lab[i];
-        seen += b;
+        for (int64_t i = 0; i < b; i++) counts[0] += pred[i] == lab[i];
+        counts[1] += b;
         dg_ctx_reset_step(ctx);
     }
     dg_module_train(model, true);
     dg_set_grad_enabled(ctx, prev);
     dg_loader_free(&l);
     dg_sampler_free(&s);
-    return seen ? (double)correct / (double)seen : 0.0;
+    if (dg_comm_allreduce(comm, counts, 2, DG_COMM_I64, DG_COMM_SUM)) return -1.0;
+    DG_ASSERT(counts[1] == ds->n);
+    return (double)counts[0] / (double)counts[1];
+}
+
+static int fail(dg_comm *comm, const char *what) {
+    fprintf(stderr, "mnist_mlp: rank %d: %s%s\n", comm ? dg_comm_rank(comm) : 0, what, dg_last_error());
+    return 1;
 }
 
 int main(int argc, char **argv) {
@@ -167,17 +193,21 @@ int main(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
     if (o.threads) dg_set_num_threads(o.threads);
 
+    dg_comm *comm;
+    if (dg_comm_init(&comm, NULL)) {
+        fprintf(stderr, "mnist_mlp: %s\n", dg_last_error());
+        return 1;
+    }
+    int rank = dg_comm_rank(comm), world = dg_comm_size(comm);
+
     dg_dataset train, test;
     if (dg_dataset_load_mnist(o.data, true, &train) || dg_dataset_load_mnist(o.data, false, &test)) {
         fprintf(stderr, "mnist_mlp: %s (fetch the data with scripts/fetch_mnist.sh)\n", dg_last_error());
         return 1;
     }
 
-    dg_ctx *ctx = dg_ctx_new(DG_CPU);
-    if (!ctx) {
-        fprintf(stderr, "mnist_mlp: %s\n", dg_last_error());
-        return 1;
-    }
+    dg_ctx *ctx = dg_ctx_new(!strcmp(o.device, "cuda") ? DG_CUDA : DG_CPU);
+    if (!ctx) return fail(comm, "");
     dg_manual_seed(ctx, o.seed);
     dg_module *layers[3] = { dg_nn_linear(ctx, 784, 50, true), dg_nn_relu(ctx),
                              dg_nn_linear(ctx, 50, 10, true) };
@@ -194,58 +224,83 @@ int main(int argc, char **argv) {
     }
     DG_ASSERT(opt != NULL);
 
+    dg_ddp_opts dopts = dg_ddp_defaults();
+    dopts.overlap = o.overlap;
+    dopts.bucket_cap_bytes = (size_t)(o.bucket_cap_mb * 1048576.0);
+    if (dopts.first_bucket_cap_bytes > dopts.bucket_cap_bytes) dopts.first_bucket_cap_bytes = dopts.bucket_cap_bytes;
+    dg_ddp *ddp;
+    if (dg_ddp_new(&ddp, ctx, comm, dopts)) return fail(comm, "");
+
+    /* DistributedSampler semantics: a shuffle shared by every rank, padded
+     * so that each rank gets the same number of samples */
     dg_sampler sampler;
     dg_loader loader;
-    if (dg_sampler_init(&sampler, train.n, 0, 1, true, o.seed, false) ||
-        dg_loader_init(&loader, &train, &sampler, o.batch_size, false)) {
-        fprintf(stderr, "mnist_mlp: %s\n", dg_last_error());
-        return 1;
-    }
+    if (dg_sampler_init(&sampler, train.n, rank, world, true, o.seed, false) ||
+        dg_loader_init(&loader, &train, &sampler, o.batch_size, false))
+        return fail(comm, "");
+    if (rank == 0 && world > 1)
+        printf("data-parallel over %d ranks (%s), %lld samples per rank per epoch, batch %d per rank\n",
+               world, dg_comm_backend_name(comm), (long long)sampler.num_samples, o.batch_size);
 
     double train_time = 0.0, final_loss = 0.0, train_acc = 0.0, test_acc = 0.0;
     int64_t train_samples = 0;
     for (int epoch = 0; epoch < o.epochs; epoch++) {
         dg_loader_start_epoch(&loader, epoch);
-        double t0 = now(), loss_sum = 0.0;
-        int64_t steps = 0, samples = 0, b;
+        double t0 = now();
+        double sums[2] = { 0.0, 0.0 };   /* loss sum, steps */
+        int64_t samples = 0, b;
         dg_tensor *x, *y;
         while ((b = dg_loader_next(&loader, ctx, true, &x, &y)) > 0) {
             dg_tensor *loss = dg_cross_entropy(dg_module_forward(model, x), y);
-            if (!loss) {
-                fprintf(stderr, "mnist_mlp: %s\n", dg_last_error());
-                return 1;
-            }
+            if (!loss) return fail(comm, "");
             dg_optim_zero_grad(opt);
-            DG_ASSERT(dg_backward(loss) == DG_OK);
+            if (dg_ddp_backward(ddp, loss)) return fail(comm, "");
             dg_optim_step(opt);
-            loss_sum += dg_item(loss);
-            steps++;
+            sums[0] += dg_item(loss);
+            sums[1] += 1.0;
             samples += b;
             dg_ctx_reset_step(ctx);
         }
+        if (b < 0) return fail(comm, "");
         double dt = now() - t0;
+        /* global numbers: the slowest rank's time, every rank's samples */
+        int64_t gsamples = samples;
+        if (dg_comm_allreduce(comm, &dt, 1, DG_COMM_F64, DG_COMM_MAX) ||
+            dg_comm_allreduce(comm, &gsamples, 1, DG_COMM_I64, DG_COMM_SUM) ||
+            dg_comm_allreduce(comm, sums, 2, DG_COMM_F64, DG_COMM_SUM))
+            return fail(comm, "");
         train_time += dt;
-        train_samples += samples;
-        final_loss = loss_sum / (double)steps;
-        train_acc = evaluate(ctx, model, &train);
-        test_acc = evaluate(ctx, model, &test);
-        printf("epoch %d/%d  loss %.4f  train acc %.2f%%  test acc %.2f%%  %.0f samples/s\n",
-               epoch + 1, o.epochs, final_loss, 100.0 * train_acc, 100.0 * test_acc,
-               (double)samples / dt);
-        fflush(stdout);
+        train_samples += gsamples;
+        final_loss = sums[0] / sums[1];
+        train_acc = evaluate(ctx, comm, model, &train);
+        test_acc = evaluate(ctx, comm, model, &test);
+        if (train_acc < 0 || test_acc < 0) return fail(comm, "evaluation: ");
+        if (rank == 0) {
+            printf("epoch %d/%d  loss %.4f  train acc %.2f%%  test acc %.2f%%  %.0f samples/s\n",
+                   epoch + 1, o.epochs, final_loss, 100.0 * train_acc, 100.0 * test_acc,
+                   (double)gsamples / dt);
+            fflush(stdout);
+        }
     }
-    if (o.json)
-        printf("{\"model\": \"mlp\", \"epochs\": %d, \"world_size\": 1, \"batch_size\": %d, "
-               "\"optimizer\": \"%s\", \"lr\": %g, \"seed\": %llu, \"final_loss\": %.6f, "
-               "\"train_accuracy\": %.6f, \"test_accuracy\": %.6f, \"train_samples_per_sec\": %.1f, "
-               "\"train_seconds\": %.3f, \"params_hash\": \"%016llx\"}\n",
-               o.epochs, o.batch_size, o.optimizer, o.lr, (unsigned long long)o.seed, final_loss,
-               train_acc, test_acc, (double)train_samples / train_time, train_time,
-               (unsigned long long)params_hash(ctx));
+    dg_ddp_stats st;
+    dg_ddp_get_stats(ddp, &st);
+    uint64_t hash = params_hash(ctx);
+    if (o.json && rank == 0)
+        printf("{\"model\": \"mlp\", \"device\": \"%s\", \"epochs\": %d, \"world_size\": %d, "
+               "\"batch_size\": %d, \"optimizer\": \"%s\", \"lr\": %g, \"seed\": %llu, "
+               "\"final_loss\": %.6f, \"train_accuracy\": %.6f, \"test_accuracy\": %.6f, "
+               "\"train_samples_per_sec\": %.1f, \"train_seconds\": %.3f, \"overlap\": %s, "
+               "\"buckets\": %d, \"allreduce_seconds\": %.4f, \"params_hash\": \"%016llx\"}\n",
+               o.device, o.epochs, world, o.batch_size, o.optimizer, o.lr, (unsigned long long)o.seed,
+               final_loss, train_acc, test_acc, (double)train_samples / train_time, train_time,
+               o.overlap ? "true" : "false", st.num_buckets, st.wait_seconds,
+               (unsigned long long)hash);
+    dg_ddp_free(ddp);
     dg_loader_free(&loader);
     dg_sampler_free(&sampler);
     dg_dataset_free(&train);
     dg_dataset_free(&test);
     dg_ctx_free(ctx);
+    dg_comm_free(comm);
     return 0;
 }

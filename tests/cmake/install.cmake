@@ -1,0 +1,6 @@
+# cmake --install, then find_package(dgrad) and pkg-config from outside the tree.
+if(NOT DG_SANITIZE)  # an outside program is not built with the sanitizers
+add_test(NAME install_consumer
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_install.sh ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR})
+set_tests_properties(install_consumer PROPERTIES TIMEOUT 300)
+endif()
