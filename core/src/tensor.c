@@ -12,7 +12,11 @@
 
 /* ---- backends ------------------------------------------------------------ */
 
-static const dg_backend *g_backends[DG_DEVICE_COUNT] = { &dg_backend_cpu };
+static const dg_backend *g_backends[DG_DEVICE_COUNT] = { &dg_backend_cpu,
+#ifdef DG_HAVE_CUDA
+                                                          &dg_backend_cuda,
+#endif
+};
 
 const dg_backend *dg_backend_get(dg_device device) {
     if ((int)device < 0 || device >= DG_DEVICE_COUNT) return NULL;
@@ -99,6 +103,7 @@ dg_ctx *dg_ctx_new(dg_device device) {
                      device == DG_CUDA ? "cuda" : "unknown");
         return NULL;
     }
+    if (be->init && !be->init()) return NULL;
     dg_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) { dg_set_error("dg_ctx_new: out of memory"); return NULL; }
     ctx->device = device;

@@ -1,0 +1,226 @@
+/* backend_cuda.cu - the CUDA backend: lazy init and device choice, memory,
+ * gemm through cuBLAS, and the backend table. The kernels are in
+ * cuda_elementwise.cu and cuda_reduce.cu.
+ *
+ * One device per process and one stream on it: every kernel, copy and cuBLAS
+ * call is queued on that stream, so ops stay ordered without events and only
+ * to_host, synchronize, free and the cross-entropy label check wait for it.
+ *
+ * Device: env DG_DEVICE if set (an index < the device count, else init
+ * fails), else LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID
+ * (first one set) modulo the device count, else device 0.
+ *
+ * Math: full FP32. cuBLAS runs in CUBLAS_DEFAULT_MATH (no TF32) and the .cu
+ * files build with --fmad=false and IEEE div/sqrt, so elementwise kernels
+ * round like the CPU backend; expf/logf and summation order differ, so
+ * results match the CPU within ~1e-5 relative, not bit for bit. */
+#include "cuda-impl.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+dg_cuda_state dg__cuda;
+
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static bool g_ok;
+static char g_msg[256];
+static thread_local bool t_bound;
+
+void dg__cuda_fail(const char *call, const char *err, const char *file, int line) {
+    fflush(stdout);
+    fprintf(stderr, "dgrad: CUDA error: %s: %s (%s:%d)\n", call, err, file, line);
+    fflush(stderr);
+    abort();
+}
+
+void dg__cuda_bind(void) {
+    if (t_bound) return;
+    cudaCheck(cudaSetDevice(dg__cuda.device));
+    t_bound = true;
+}
+
+/* ---- init ------------------------------------------------------------------ */
+
+static bool parse_index(const char *s, long *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || v < 0) return false;
+    *out = v;
+    return true;
+}
+
+/* The device index, or -1 with g_msg set. */
+static int choose_device(int count) {
+    const char *s = getenv("DG_DEVICE");
+    long v;
+    if (s && *s) {
+        if (!parse_index(s, &v) || v >= count) {
+            snprintf(g_msg, sizeof g_msg,
+                     "dg_ctx_new: DG_DEVICE='%s' is not a CUDA device index (this machine has %d)",
+                     s, count);
+            return -1;
+        }
+        return (int)v;
+    }
+    const char *ranks[] = { "LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID" };
+    for (int i = 0; i < 3; i++) {
+        s = getenv(ranks[i]);
+        if (s && *s && parse_index(s, &v)) return (int)(v % count);
+    }
+    return 0;
+}
+
+#define INIT_TRY(call)                                                                   \
+    do {                                                                                 \
+        cudaError_t e_ = (call);                                                         \
+        if (e_ != cudaSuccess) {                                                         \
+            snprintf(g_msg, sizeof g_msg, "dg_ctx_new: CUDA init failed: %s: %s", #call, \
+                     cudaGetErrorString(e_));                                            \
+            cudaGetLastError();                                                          \
+            return;                                                                      \
+        }                                                                                \
+    } while (0)
+
+static void init_once(void) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        snprintf(g_msg, sizeof g_msg, "dg_ctx_new: no CUDA device: cudaGetDeviceCount: %s",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        cudaGetLastError();
+        return;
+    }
+    int dev = choose_device(count);
+    if (dev < 0) return;
+    dg_cuda_state *s = &dg__cuda;
+    s->device = dev;
+    INIT_TRY(cudaSetDevice(dev));
+    INIT_TRY(cudaDeviceGetAttribute(&s->num_sms, cudaDevAttrMultiProcessorCount, dev));
+    INIT_TRY(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking));
+    cublasStatus_t st = cublasCreate(&s->cublas);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetStream(s->cublas, s->stream);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetMathMode(s->cublas, CUBLAS_DEFAULT_MATH);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        snprintf(g_msg, sizeof g_msg, "dg_ctx_new: CUDA init failed: cuBLAS: %s",
+                 cublasGetStatusString(st));
+        return;
+    }
+    INIT_TRY(cudaMalloc((void **)&s->ce_flag, sizeof *s->ce_flag));
+    INIT_TRY(cudaMallocHost((void **)&s->ce_flag_host, sizeof *s->ce_flag_host));
+    const char *cl = getenv("DG_CUDA_CHECK_LABELS");
+    s->check_labels = !(cl && !strcmp(cl, "0"));
+    t_bound = true;
+    g_ok = true;
+}
+
+/* Optional slot: called by dg_ctx_new. The state lives until exit. */
+static bool cuda_init(void) {
+    pthread_once(&g_once, init_once);
+    if (!g_ok) dg_set_error("%s", g_msg);
+    return g_ok;
+}
+
+/* ---- memory -------------------------------------------------------------------- */
+
+static void *cuda_alloc(size_t n) {
+    dg__cuda_bind();
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, n ? n : 1);
+    if (e != cudaSuccess) {
+        cudaGetLastError();   /* allocation errors are not sticky: clear it */
+        dg_set_error("cuda: cudaMalloc of %zu bytes failed: %s", n, cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_free(void *p) {
+    if (!p) return;
+    dg__cuda_bind();
+    cudaCheck(cudaStreamSynchronize(dg__cuda.stream));   /* queued kernels may still use p */
+    cudaCheck(cudaFree(p));
+}
+
+static void cuda_to_host(void *dst, const void *src, size_t n) {
+    if (!n) return;
+    dg__cuda_bind();
+    cudaCheck(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, dg__cuda.stream));
+    cudaCheck(cudaStreamSynchronize(dg__cuda.stream));
+}
+
+/* Queued on the stream. From pageable memory the data is staged before the
+ * call returns, so the caller may reuse src at once; from pinned memory
+ * (cudaMallocHost) the copy overlaps, and src must stay unchanged until the
+ * next synchronize or to_host. */
+static void cuda_from_host(void *dst, const void *src, size_t n) {
+    if (!n) return;
+    dg__cuda_bind();
+    cudaCheck(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, dg__cuda.stream));
+}
+
+static void cuda_copy(void *dst, const void *src, size_t n) {
+    if (!n || dst == src) return;
+    dg__cuda_bind();
+    cudaCheck(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, dg__cuda.stream));
+}
+
+static void cuda_memset0(void *dst, size_t n) {
+    if (!n) return;
+    dg__cuda_bind();
+    cudaCheck(cudaMemsetAsync(dst, 0, n, dg__cuda.stream));
+}
+
+static void cuda_synchronize(void) {
+    dg__cuda_bind();
+    cudaCheck(cudaStreamSynchronize(dg__cuda.stream));
+}
+
+/* ---- gemm ------------------------------------------------------------------------ */
+
+/* Row-major C = alpha op(A) op(B) + beta C is column-major
+ * C^T = alpha op(B)^T op(A)^T + beta C^T: swap the operands, keep the
+ * leading dimensions. */
+static void cuda_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                      float *c, int64_t ldc) {
+    if (m == 0 || n == 0) return;
+    dg__cuda_bind();
+    if (k == 0) {
+        dg__cuda_scale_matrix(c, m, n, ldc, beta);
+        return;
+    }
+    const int64_t lim = 2147483647;
+    DG_ASSERT(m <= lim && n <= lim && k <= lim && lda <= lim && ldb <= lim && ldc <= lim);
+    cublasCheck(cublasSgemm(dg__cuda.cublas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)n, (int)m, (int)k, &alpha, b,
+                            (int)ldb, a, (int)lda, &beta, c, (int)ldc));
+}
+
+/* ---- the table ----------------------------------------------------------------------- */
+
+extern "C" const dg_backend dg_backend_cuda = {
+    .name = "cuda",
+    .device = DG_CUDA,
+    .init = cuda_init,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .to_host = cuda_to_host,
+    .from_host = cuda_from_host,
+    .copy = cuda_copy,
+    .memset0 = cuda_memset0,
+    .fill = dg__cuda_fill,
+    .synchronize = cuda_synchronize,
+    .binary = dg__cuda_binary,
+    .unary = dg__cuda_unary,
+    .gemm = cuda_gemm,
+    .reduce_sum = dg__cuda_reduce_sum,
+    .softmax = dg__cuda_softmax,
+    .softmax_bwd = dg__cuda_softmax_bwd,
+    .cross_entropy = dg__cuda_cross_entropy,
+    .cross_entropy_bwd = dg__cuda_cross_entropy_bwd,
+    .argmax = dg__cuda_argmax,
+    .sgd_step = dg__cuda_sgd_step,
+    .adam_step = dg__cuda_adam_step,
+};
