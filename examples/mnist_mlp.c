@@ -193,18 +193,18 @@ int main(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
     if (o.threads) dg_set_num_threads(o.threads);
 
+    dg_dataset train, test;
+    if (dg_dataset_load_mnist(o.data, true, &train) || dg_dataset_load_mnist(o.data, false, &test)) {
+        fprintf(stderr, "mnist_mlp: %s (fetch the data with scripts/fetch_mnist.sh)\n", dg_last_error());
+        dg_dataset_free(&train);
+        return 1;
+    }
     dg_comm *comm;
     if (dg_comm_init(&comm, NULL)) {
         fprintf(stderr, "mnist_mlp: %s\n", dg_last_error());
         return 1;
     }
     int rank = dg_comm_rank(comm), world = dg_comm_size(comm);
-
-    dg_dataset train, test;
-    if (dg_dataset_load_mnist(o.data, true, &train) || dg_dataset_load_mnist(o.data, false, &test)) {
-        fprintf(stderr, "mnist_mlp: %s (fetch the data with scripts/fetch_mnist.sh)\n", dg_last_error());
-        return 1;
-    }
 
     dg_ctx *ctx = dg_ctx_new(!strcmp(o.device, "cuda") ? DG_CUDA : DG_CPU);
     if (!ctx) return fail(comm, "");
