@@ -16,3 +16,15 @@ if(DG_MNIST_DIR)
     endforeach()
   endif()
 endif()
+
+# Under Slurm (srun --mpi=pmix), when slurm-wlm and munge are installed.
+find_program(DG_SRUN srun)
+find_program(DG_SLURMCTLD slurmctld PATHS /usr/sbin)
+find_program(DG_MUNGED munged PATHS /usr/sbin)
+if(DG_MNIST_DIR AND DG_HAVE_MPI AND DG_MPIEXEC AND DG_SRUN AND DG_SLURMCTLD AND DG_MUNGED)
+  add_test(NAME mnist_mlp_srun
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_srun.sh $<TARGET_FILE:mnist_mlp> ${DG_MNIST_DIR}
+                   ${PROJECT_SOURCE_DIR} ${DG_MPIEXEC})
+  set_tests_properties(mnist_mlp_srun PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE
+                       ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+endif()
