@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# device_check.sh - build dgrad's CUDA backend on a GPU machine and check it:
+# test_cuda (every op and MLP training against the CPU backend), the same
+# ops under compute-sanitizer (if present), mnist_mlp --device cuda for 3
+# epochs, and a benchmark of the MLP training step (batch 64): dgrad on CUDA
+# against PyTorch eager and PyTorch with a CUDA graph. Ends with a markdown
+# table. Meant to finish in about 8 minutes (DG_CHECK_BUDGET seconds).
+#
+#   scripts/device_check.sh
+#
+# Environment:
+#   DG_MNIST_DIR     MNIST IDX files (.gz or plain); without it mnist_mlp is
+#                    skipped and test_cuda trains on synthetic data
+#   DG_DEPS_PREFIX   optional: the prefix from scripts/fetch_device_debs.sh
+#                    (OpenBLAS, zlib headers, pkgconf), used for what the
+#                    machine lacks
+#   DG_BUILD_DIR     build directory, default build-device
+#   DG_JOBS          parallel build jobs, default: all cores
+#   DG_CHECK_BUDGET  seconds for the whole script, default 480; optional
+#                    stages are skipped when too little is left
+#   DG_FORCE_MANUAL=1  build with gcc/nvcc directly instead of CMake (also
+#                    the fallback when CMake is missing, too old or fails)
+#
+# Exit status: 0 when the build, test_cuda and mnist_mlp succeeded.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$(pwd)
+T0=$(date +%s)
+BUDGET=${DG_CHECK_BUDGET:-480}
+B=${DG_BUILD_DIR:-build-device}
+case "$B" in /*) ;; *) B=$ROOT/$B ;; esac
+JOBS=${DG_JOBS:-$(nproc 2>/dev/null || echo 8)}
+MNIST=${DG_MNIST_DIR:-}
+[ -n "$MNIST" ] && case "$MNIST" in /*) ;; *) MNIST=$ROOT/$MNIST ;; esac
+mkdir -p "$B"
+LOG=$B/device_check.log
+: > "$LOG"
+
+elapsed() { echo $(( $(date +%s) - T0 )); }
+left() { echo $(( BUDGET - $(elapsed) )); }
+section() { echo; echo "=== [$(elapsed)s] $*"; }
+ROWS=()      # "check|status|detail"
+row() { ROWS+=("$1|$2|$3"); }
+# run_to SECONDS CMD...: the command under a timeout, output teed into $LOG
+run_to() {
+    local t=$1; shift
+    if command -v timeout >/dev/null; then timeout -k 10 "$t" "$@"; else "$@"; fi
+}
+
+# ---- versions ----------------------------------------------------------------
+section "machine"
+uname -a
+grep -m1 "model name" /proc/cpuinfo 2>/dev/null
+echo "cores: $(nproc 2>/dev/null)"
+[ "$(uname -m)" = x86_64 ] || echo "WARNING: not x86-64: DG_DEPS_PREFIX (Debian amd64 packages) will not work"
+nvidia-smi 2>&1 | head -20 || echo "nvidia-smi: not available"
+NVCC=""
+for c in "${CUDACXX:-}" "$(command -v nvcc 2>/dev/null)" "${CUDA_HOME:-/nonexistent}/bin/nvcc" \
+         /usr/local/cuda/bin/nvcc; do
+    [ -n "$c" ] && [ -x "$c" ] && { NVCC=$c; break; }
+done
+if [ -z "$NVCC" ]; then
+    NVCC=$(ls -d /usr/local/cuda-*/bin/nvcc 2>/dev/null | sort -V | tail -1)
+fi
+echo "nvcc: ${NVCC:-not found}"; [ -n "$NVCC" ] && "$NVCC" --version | tail -2
+CUDA_ROOT=$( [ -n "$NVCC" ] && cd "$(dirname "$NVCC")/.." && pwd )
+command -v cmake >/dev/null && cmake --version | head -1 || echo "cmake: not found"
+CC=${CC:-$(command -v cc || command -v gcc || echo cc)}
+"$CC" --version 2>&1 | head -1
+PY=$(command -v python3 || command -v python || true)
+[ -n "$PY" ] && "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())" 2>&1 | tail -1
+echo "MNIST: ${MNIST:-not set}"
+if [ -z "$NVCC" ]; then
+    echo "device_check: no nvcc: cannot build the CUDA backend" >&2
+    row build FAIL "no nvcc"
+fi
+
+# ---- dependencies: the machine's own, else DG_DEPS_PREFIX ----------------------
+section "dependencies"
+P=${DG_DEPS_PREFIX:-}
+[ -n "$P" ] && case "$P" in /*) ;; *) P=$ROOT/$P ;; esac
+PCDIR=$B/pkgconfig
+mkdir -p "$PCDIR" "$B/bin"
+ZLIB_ARGS=()
+if [ -n "$P" ]; then
+    [ -d "$P/usr" ] || echo "WARNING: DG_DEPS_PREFIX=$P has no usr/"
+    PL=$P/usr/lib/x86_64-linux-gnu
+    if [ -f "$P/SYMLINKS" ]; then   # recreate links that the copy dropped
+        while read -r l t; do
+            [ -e "$P/$l" ] || [ -L "$P/$l" ] || ln -s "$t" "$P/$l" 2>/dev/null || echo "WARNING: cannot link $P/$l"
+        done < "$P/SYMLINKS"
+    fi
+    # .pc files from the .debs say /usr: point them into the prefix
+    for pc in "$PL/openblas-pthread/pkgconfig/openblas.pc" "$PL/pkgconfig/zlib.pc"; do
+        [ -f "$pc" ] && sed -e "s|=/usr|=$P/usr|g" -e "s| /usr/| $P/usr/|g" -e "s|-I/usr|-I$P/usr|g" \
+            -e "s|-L/usr|-L$P/usr|g" "$pc" > "$PCDIR/$(basename "$pc")"
+    done
+    export PKG_CONFIG_PATH="${PKG_CONFIG_PATH:+$PKG_CONFIG_PATH:}$PCDIR"
+    export LD_LIBRARY_PATH="$PL:$PL/openblas-pthread:$P/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export CMAKE_PREFIX_PATH="$P/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+    if ! command -v pkg-config >/dev/null && [ -x "$P/usr/bin/pkgconf" ]; then
+        printf '#!/bin/sh\nLD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s" "$@"\n' \
+            "$PL" "$P/usr/bin/pkgconf" > "$B/bin/pkg-config"
+        chmod +x "$B/bin/pkg-config"
+        export PATH="$B/bin:$PATH"
+        echo "pkg-config: the prefix's pkgconf"
+    fi
+    if [ ! -f /usr/include/zlib.h ] && [ -f "$P/usr/include/zlib.h" ]; then
+        ZLIB_ARGS=(-DZLIB_INCLUDE_DIR="$P/usr/include" -DZLIB_LIBRARY="$PL/libz.so")
+    fi
+fi
+if command -v pkg-config >/dev/null && pkg-config --exists openblas; then
+    echo "openblas: $(pkg-config --modversion openblas) ($(pkg-config --variable=libdir openblas))"
+else
+    echo "WARNING: pkg-config finds no openblas (set DG_DEPS_PREFIX, see scripts/fetch_device_debs.sh)"
+fi
+
+# ---- build ------------------------------------------------------------------------
+TEST_CUDA=""; MNIST_MLP=""; BUILD_HOW=""
+cmake_build() {
+    command -v cmake >/dev/null || { echo "no cmake"; return 1; }
+    local v; v=$(cmake --version | head -1 | awk '{print $3}')
+    if [ "$(printf '%s\n3.25\n' "$v" | sort -V | head -1)" != "3.25" ]; then
+        echo "cmake $v is older than 3.25"; return 1
+    fi
+    run_to 180 cmake -S "$ROOT" -B "$B/cmake" -DCMAKE_BUILD_TYPE=Release -DDG_WITH_CUDA=ON \
+        -DCMAKE_CUDA_COMPILER="$NVCC" -DDG_WITH_MPI=OFF -DDG_WITH_PROTOBUF=OFF -DDG_TEST_CUDA=ON \
+        -DDG_MNIST_DIR="$MNIST" "${ZLIB_ARGS[@]}" || return 1
+    run_to 300 cmake --build "$B/cmake" -j "$JOBS" --target test_cuda mnist_mlp || return 1
+    TEST_CUDA=$B/cmake/tests/test_cuda
+    MNIST_MLP=$B/cmake/examples/mnist_mlp
+}
+
+# gcc + nvcc, no CMake: the sources of libdgrad without MPI or protobuf
+manual_build() {
+    local o=$B/manual cflags blas
+    mkdir -p "$o/obj"
+    if command -v pkg-config >/dev/null && pkg-config --exists openblas; then
+        blas="$(pkg-config --cflags --libs openblas) -Wl,-rpath,$(pkg-config --variable=libdir openblas)"
+    else
+        blas="-lopenblas"
+    fi
+    local inc="-I$ROOT/core/include -I$ROOT/comm/include -I$ROOT/core/src -I$ROOT/comm/src"
+    [ -n "$P" ] && inc="$inc -I$P/usr/include" && blas="$blas -L$P/usr/lib/x86_64-linux-gnu -Wl,-rpath,$P/usr/lib/x86_64-linux-gnu"
+    cflags="-O2 -std=c11 -Wall -Wextra -fno-math-errno -fPIC -DDG_HAVE_CUDA=1 $inc $blas"
+    local srcs=("$ROOT"/core/src/*.c "$ROOT/comm/src/comm.c" "$ROOT/comm/src/comm_local.c" "$ROOT/comm/src/ddp.c")
+    local pids=() f
+    for f in "${srcs[@]}"; do
+        # shellcheck disable=SC2086
+        "$CC" $cflags -c "$f" -o "$o/obj/$(basename "$f").o" & pids+=($!)
+    done
+    for f in "$ROOT"/core/src/*.cu; do
+        # shellcheck disable=SC2086
+        "$NVCC" -O3 -std=c++17 --fmad=false -allow-unsupported-compiler -gencode arch=compute_90,code=sm_90 \
+            -gencode arch=compute_90,code=compute_90 -Xcompiler=-Wall,-Wextra,-fPIC \
+            -DDG_HAVE_CUDA=1 $inc -c "$f" -o "$o/obj/$(basename "$f").o" & pids+=($!)
+    done
+    local ok=0 p
+    for p in "${pids[@]}"; do wait "$p" || ok=1; done
+    [ $ok = 0 ] || return 1
+    local cudalib=$CUDA_ROOT/lib64
+    [ -d "$cudalib" ] || cudalib=$CUDA_ROOT/targets/x86_64-linux/lib
+    local libs="-L$cudalib -Wl,-rpath,$cudalib -lcublas -lcudart -lstdc++ $blas -lz -lpthread -lm -ldl"
+    [ -n "$P" ] && libs="-L$P/usr/lib/x86_64-linux-gnu $libs"
+    # shellcheck disable=SC2086
+    "$CC" $cflags -I"$ROOT/tests" "$ROOT/tests/test_cuda.c" "$o"/obj/*.o $libs -o "$o/test_cuda" || return 1
+    # shellcheck disable=SC2086
+    "$CC" $cflags "$ROOT/examples/mnist_mlp.c" "$o"/obj/*.o $libs -o "$o/mnist_mlp" || return 1
+    TEST_CUDA=$o/test_cuda
+    MNIST_MLP=$o/mnist_mlp
+}
+
+if [ -n "$NVCC" ]; then
+    section "build (jobs: $JOBS)"
+    tb=$(date +%s)
+    if [ "${DG_FORCE_MANUAL:-0}" != 1 ] && cmake_build 2>&1 | tee -a "$LOG"  && [ "${PIPESTATUS[0]}" = 0 ]; then
+        TEST_CUDA=$B/cmake/tests/test_cuda; MNIST_MLP=$B/cmake/examples/mnist_mlp; BUILD_HOW=cmake
+    else
+        section "build with gcc + nvcc directly (no usable CMake build)"
+        if manual_build 2>&1 | tee -a "$LOG" && [ "${PIPESTATUS[0]}" = 0 ]; then
+            TEST_CUDA=$B/manual/test_cuda; MNIST_MLP=$B/manual/mnist_mlp; BUILD_HOW=manual
+        fi
+    fi
+    if [ -n "$BUILD_HOW" ] && [ -x "$TEST_CUDA" ]; then
+        nw=$(grep -ci "warning" "$LOG")
+        row build ok "$BUILD_HOW, $(( $(date +%s) - tb )) s, $nw warning line(s)"
+    else
+        row build FAIL "see $LOG"; TEST_CUDA=""; MNIST_MLP=""
+    fi
+fi
+
+STATUS=0
+[ -z "$TEST_CUDA" ] && STATUS=1
+
+# ---- test_cuda ------------------------------------------------------------------------
+if [ -n "$TEST_CUDA" ]; then
+    section "test_cuda (CUDA against CPU: every op, optimizers, MLP training)"
+    ts=$(date +%s)
+    DG_MNIST_DIR="$MNIST" run_to 240 "$TEST_CUDA" 2>&1 | tee "$B/test_cuda.log"
+    rc=${PIPESTATUS[0]}
+    detail="$(grep -E '^(ops|mlp)' "$B/test_cuda.log" | sed 's/|/\//g' | tr '\n' ' ')"
+    nf=$(grep -c "FAIL" "$B/test_cuda.log")
+    case $rc in
+        0) row test_cuda PASS "$(( $(date +%s) - ts )) s; $detail" ;;
+        77) row test_cuda SKIPPED "$(tail -1 "$B/test_cuda.log")"; STATUS=1 ;;
+        *) row test_cuda FAIL "rc $rc, $nf failed check(s); $detail"; STATUS=1 ;;
+    esac
+
+    SAN=$(command -v compute-sanitizer || ls "$CUDA_ROOT/bin/compute-sanitizer" 2>/dev/null || true)
+    if [ -n "$SAN" ] && [ "$(left)" -gt 200 ]; then
+        section "compute-sanitizer memcheck: test_cuda --ops-only"
+        run_to 150 "$SAN" --tool memcheck --error-exitcode 9 "$TEST_CUDA" --ops-only 2>&1 | tail -25 | tee "$B/memcheck.log"
+        rc=${PIPESTATUS[0]}
+        if [ "$rc" = 0 ]; then row memcheck PASS "compute-sanitizer memcheck, ops only"
+        else row memcheck FAIL "rc $rc: $(grep -m1 -E 'ERROR|Invalid' "$B/memcheck.log" | sed 's/|/\//g')"; fi
+    else
+        row memcheck skipped "${SAN:-no compute-sanitizer}, $(left) s left"
+    fi
+fi
+
+# ---- mnist_mlp --device cuda, 3 epochs ----------------------------------------------------
+json_field() { sed -nE "s/.*\"$1\": \"?([^,\"}]*).*/\1/p" <<<"$2" | tail -1; }
+if [ -n "$MNIST_MLP" ] && [ -n "$MNIST" ]; then
+    for dev in cuda cpu; do
+        [ $dev = cpu ] && [ "$(left)" -lt 150 ] && { row "mnist_mlp cpu" skipped "time"; continue; }
+        section "mnist_mlp --device $dev --epochs 3"
+        run_to 240 "$MNIST_MLP" --device $dev --data "$MNIST" --epochs 3 --json 2>&1 | tee "$B/mnist_$dev.log"
+        rc=${PIPESTATUS[0]}
+        j=$(grep '^{' "$B/mnist_$dev.log" | tail -1)
+        if [ "$rc" = 0 ] && [ -n "$j" ]; then
+            row "mnist_mlp $dev, 3 epochs" ok "loss $(json_field final_loss "$j"), test acc $(json_field test_accuracy "$j"), $(json_field train_samples_per_sec "$j") samples/s, params_hash $(json_field params_hash "$j")"
+        else
+            row "mnist_mlp $dev, 3 epochs" FAIL "rc $rc: $(tail -1 "$B/mnist_$dev.log" | sed 's/|/\//g')"
+            [ $dev = cuda ] && STATUS=1
+        fi
+    done
+else
+    row "mnist_mlp cuda" skipped "no binary or DG_MNIST_DIR not set"
+fi
+
+# ---- benchmark ------------------------------------------------------------------------------
+BENCH=$B/bench.log
+: > "$BENCH"
+if [ -n "$TEST_CUDA" ]; then
+    section "benchmark: dgrad"
+    run_to 90 "$TEST_CUDA" --bench cuda 2>&1 | tee -a "$BENCH"
+    DG_CUDA_CHECK_LABELS=0 run_to 90 "$TEST_CUDA" --bench cuda 2>&1 | tee -a "$BENCH"
+    run_to 90 "$TEST_CUDA" --bench cpu 2>&1 | tee -a "$BENCH"
+fi
+if [ -n "$PY" ] && [ "$(left)" -gt 60 ]; then
+    section "benchmark: PyTorch"
+    run_to $(( $(left) > 240 ? 240 : $(left) - 20 )) "$PY" "$ROOT/bench/torch_mlp_cuda.py" --mode both 2>&1 | tee -a "$BENCH"
+fi
+
+# ---- summary ----------------------------------------------------------------------------------
+section "summary (total $(elapsed) s)"
+echo
+echo "| check | status | detail |"
+echo "|---|---|---|"
+for r in "${ROWS[@]}"; do
+    IFS='|' read -r a s d <<<"$r"
+    echo "| $a | $s | $d |"
+done
+echo
+echo "MLP 784-50-10 training step, batch 64, Adam, FP32, data on the device; median of 7 windows:"
+echo
+echo "| implementation | device | steps/s (median) | min | max |"
+echo "|---|---|---|---|---|"
+grep '^BENCH ' "$BENCH" | sed 's/^BENCH //' | while read -r j; do
+    impl=$(json_field impl "$j")
+    [ "$impl" = dgrad ] && [ "$(json_field label_check "$j")" = false ] && [ "$(json_field device "$j")" = cuda ] &&
+        impl="dgrad (DG_CUDA_CHECK_LABELS=0)"
+    echo "| $impl | $(json_field device "$j") | $(json_field steps_per_s "$j") | $(json_field min "$j") | $(json_field max "$j") |"
+done
+exit $STATUS

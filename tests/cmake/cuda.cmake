@@ -1,0 +1,66 @@
+# CUDA backend tests. test_cuda (every op forward and backward, optimizers,
+# MNIST MLP training, against the CPU backend) is registered only when the
+# build has CUDA and a GPU answers at configure time; a machine without a GPU
+# instead checks that dg_ctx_new(DG_CUDA) and mnist_mlp --device cuda fail
+# cleanly. A missing GPU never fails or skips the CPU tests.
+# DG_TEST_CUDA=ON/OFF overrides the probe (AUTO: probe).
+set(DG_TEST_CUDA AUTO CACHE STRING "Register the GPU tests (ON/OFF/AUTO: if a GPU answers)")
+
+add_executable(test_cuda test_cuda.c)
+target_link_libraries(test_cuda PRIVATE dgrad m)
+target_include_directories(test_cuda PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+
+set(DG_GPU_PRESENT OFF)
+if(DG_HAVE_CUDA AND DG_TEST_CUDA STREQUAL "AUTO")
+  # A tiny program that asks the CUDA runtime for devices: the same question
+  # the backend asks (a driver without a GPU, or no driver, answers 0).
+  find_package(CUDAToolkit QUIET)
+  if(CUDAToolkit_FOUND)
+    set(probe ${CMAKE_CURRENT_BINARY_DIR}/dg_gpu_probe.c)
+    file(WRITE ${probe} [=[
+#include <stdio.h>
+#include <cuda_runtime_api.h>
+int main(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
+    printf("%d", n);
+    return n > 0 ? 0 : 1;
+}
+]=])
+    try_run(dg_probe_rc dg_probe_compiled ${CMAKE_CURRENT_BINARY_DIR}/dg_gpu_probe ${probe}
+            CMAKE_FLAGS "-DINCLUDE_DIRECTORIES=${CUDAToolkit_INCLUDE_DIRS}"
+            LINK_LIBRARIES CUDA::cudart
+            COMPILE_OUTPUT_VARIABLE dg_probe_log
+            RUN_OUTPUT_VARIABLE dg_probe_out)
+    if(dg_probe_compiled AND dg_probe_rc EQUAL 0)
+      set(DG_GPU_PRESENT ON)
+    endif()
+  endif()
+  message(STATUS "dgrad tests: CUDA devices visible: ${DG_GPU_PRESENT} (${dg_probe_out})")
+elseif(DG_HAVE_CUDA AND DG_TEST_CUDA)
+  set(DG_GPU_PRESENT ON)
+endif()
+
+if(DG_GPU_PRESENT)
+  add_test(NAME test_cuda COMMAND test_cuda)
+  set_tests_properties(test_cuda PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77
+    ENVIRONMENT "DG_MNIST_DIR=${DG_MNIST_DIR}")
+else()
+  # no GPU (or no CUDA in this build): a clean error, and the CPU still works
+  add_test(NAME cuda_unavailable COMMAND test_cuda --expect-no-device)
+  file(WRITE ${CMAKE_CURRENT_BINARY_DIR}/mnist_mlp_no_cuda.sh [=[
+# mnist_mlp --device cuda without a usable GPU: exit 1, one line on stderr
+out=$("$1" --device cuda --data "$2" --epochs 1 2>&1 >/dev/null); rc=$?
+echo "rc=$rc: $out"
+[ "$rc" = 1 ] && [ "$(printf '%s\n' "$out" | wc -l)" = 1 ] || exit 1
+case "$out" in *cuda*|*CUDA*) ;; *) exit 1 ;; esac
+out=$("$1" --device tpu 2>&1); rc=$?
+echo "rc=$rc: $out"
+[ "$rc" = 2 ] && case "$out" in *"'tpu'"*) exit 0 ;; esac
+exit 1
+]=])
+  if(DG_MNIST_DIR)
+    add_test(NAME mnist_mlp_no_cuda
+             COMMAND sh ${CMAKE_CURRENT_BINARY_DIR}/mnist_mlp_no_cuda.sh $<TARGET_FILE:mnist_mlp> ${DG_MNIST_DIR})
+  endif()
+endif()
