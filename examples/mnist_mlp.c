@@ -13,11 +13,15 @@
 #include "dgrad/nn.h"
 #include "dgrad/ops.h"
 #include "dgrad/optim.h"
+#include "dgrad/progress.h"
+#include "dgrad/summary.h"
+#include "dgrad/timeline.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 typedef struct {
@@ -32,12 +36,18 @@ typedef struct {
     const char *device;
     bool overlap;
     double bucket_cap_mb;
+    const char *logdir;         /* TensorBoard event files */
+    bool logdir_per_rank;
+    int log_every;              /* steps between train/loss scalars */
+    const char *timeline;       /* Chrome trace */
+    bool quiet;
 } options;
 
 static const char *usage =
     "usage: mnist_mlp [--data DIR] [--epochs N] [--batch-size N] [--lr X]\n"
     "                 [--optimizer adam|adamw|sgd] [--seed N] [--threads N] [--json]\n"
     "                 [--device cpu|cuda] [--bucket-cap-mb X] [--no-overlap]\n"
+    "                 [--logdir DIR [--logdir-per-rank] [--log-every N]] [--timeline FILE] [--quiet]\n"
     "  --data DIR        MNIST IDX files (.gz or plain), default data/mnist\n"
     "  --epochs N        epochs, default 3\n"
     "  --batch-size N    samples per step, default 64\n"
@@ -49,6 +59,18 @@ static const char *usage =
     "  --device NAME     cpu (default) or cuda\n"
     "  --bucket-cap-mb X DDP gradient bucket size in MiB, default 25\n"
     "  --no-overlap      reduce gradients after backward instead of during it\n"
+    "  --logdir DIR      TensorBoard event files in DIR (rank 0): train/loss every\n"
+    "                    --log-every steps (rank 0's batch loss), per epoch the mean\n"
+    "                    loss, accuracies, lr, samples/s, all-reduce seconds, and\n"
+    "                    histograms of parameters and gradients\n"
+    "  --logdir-per-rank every rank writes DIR/rank<N> instead\n"
+    "  --log-every N     steps between train/loss scalars, default 10\n"
+    "  --timeline FILE   Chrome trace (Perfetto, chrome://tracing) of forward, backward,\n"
+    "                    all-reduces, optimizer and data; under mpirun each rank\n"
+    "                    writes FILE.rank<N>: merge with scripts/merge_timeline.py FILE\n"
+    "  --quiet           print nothing but errors (and --json's line)\n"
+    "On a terminal rank 0 shows a progress bar, except under Open MPI's mpirun\n"
+    "(DG_PROGRESS=bar|lines|quiet overrides).\n"
     "Under mpirun/srun each rank trains on its shard; --batch-size is per rank.\n";
 
 static double now(void) {
@@ -75,16 +97,19 @@ static int bad_flag(const char *flag, const char *value, const char *expect) {
 static int parse_args(int argc, char **argv, options *o) {
     *o = (options){ .data = "data/mnist", .epochs = 3, .batch_size = 64, .lr = 1e-4f,
                     .optimizer = "adam", .seed = 0, .threads = 0, .json = false,
-                    .device = "cpu", .overlap = true, .bucket_cap_mb = 25.0 };
+                    .device = "cpu", .overlap = true, .bucket_cap_mb = 25.0, .log_every = 10 };
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--json")) { o->json = true; continue; }
         if (!strcmp(f, "--no-overlap")) { o->overlap = false; continue; }
+        if (!strcmp(f, "--quiet")) { o->quiet = true; continue; }
+        if (!strcmp(f, "--logdir-per-rank")) { o->logdir_per_rank = true; continue; }
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) { fputs(usage, stdout); return -1; }
         bool known = !strcmp(f, "--data") || !strcmp(f, "--epochs") || !strcmp(f, "--batch-size") ||
                      !strcmp(f, "--lr") || !strcmp(f, "--optimizer") || !strcmp(f, "--seed") ||
                      !strcmp(f, "--threads") || !strcmp(f, "--device") ||
-                     !strcmp(f, "--bucket-cap-mb");
+                     !strcmp(f, "--bucket-cap-mb") || !strcmp(f, "--logdir") ||
+                     !strcmp(f, "--timeline") || !strcmp(f, "--log-every");
         if (!known) {
             fprintf(stderr, "mnist_mlp: unknown flag '%s' (see --help)\n", f);
             return 2;
@@ -123,7 +148,18 @@ static int parse_args(int argc, char **argv, options *o) {
             if (strcmp(v, "adam") && strcmp(v, "adamw") && strcmp(v, "sgd"))
                 return bad_flag(f, v, "adam, adamw or sgd");
             o->optimizer = v;
+        } else if (!strcmp(f, "--logdir") || !strcmp(f, "--timeline")) {
+            if (!v[0]) return bad_flag(f, v, "a path");
+            if (!strcmp(f, "--logdir")) o->logdir = v;
+            else o->timeline = v;
+        } else if (!strcmp(f, "--log-every")) {
+            if (!parse_long(v, 1, 1000000000, &n)) return bad_flag(f, v, "an integer >= 1");
+            o->log_every = (int)n;
         }
+    }
+    if (o->logdir_per_rank && !o->logdir) {
+        fprintf(stderr, "mnist_mlp: --logdir-per-rank needs --logdir\n");
+        return 2;
     }
     return 0;
 }
@@ -187,10 +223,123 @@ static int fail(dg_comm *comm, const char *what) {
     return 1;
 }
 
+/* ---- watching training: progress, TensorBoard (--logdir), --timeline ---- */
+typedef struct {
+    dg_progress *progress;      /* rank 0 prints, other ranks are quiet */
+    dg_summary_writer *tb;      /* rank 0, or every rank with --logdir-per-rank */
+    dg_timeline *tl;            /* every rank with --timeline */
+    int64_t step;               /* steps so far: the scalars' x axis */
+    double allreduce_seconds;   /* dg_ddp_stats.wait_seconds at the last epoch's end */
+} observers;
+
+/* before any collective: a --logdir that is a file fails on every rank */
+static int check_logdir(const char *dir) {
+    struct stat sb;
+    if (dir && stat(dir, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "mnist_mlp: --logdir '%s' exists and is not a directory\n", dir);
+        return 1;
+    }
+    return 0;
+}
+
+static dg_status open_observers(observers *ob, const options *o, int rank, int world) {
+    *ob = (observers){ 0 };
+    /* every rank reads DG_PROGRESS, so that a bad value fails everywhere */
+    if (dg_progress_new(&ob->progress, stdout, o->quiet ? DG_PROGRESS_QUIET : DG_PROGRESS_AUTO))
+        return DG_ERR;
+    if (rank != 0) {
+        dg_progress_free(ob->progress);
+        if (dg_progress_new(&ob->progress, stdout, DG_PROGRESS_QUIET)) return DG_ERR;
+    }
+    char path[4096];
+    if (o->logdir && (rank == 0 || o->logdir_per_rank)) {
+        int n = o->logdir_per_rank ? snprintf(path, sizeof path, "%s/rank%d", o->logdir, rank)
+                                   : snprintf(path, sizeof path, "%s", o->logdir);
+        if (n < 0 || (size_t)n >= sizeof path) return dg_set_error("--logdir: path too long");
+        if (dg_summary_writer_open(&ob->tb, path)) return DG_ERR;
+    }
+    if (o->timeline) {
+        int n = world > 1 ? snprintf(path, sizeof path, "%s.rank%d", o->timeline, rank)
+                          : snprintf(path, sizeof path, "%s", o->timeline);
+        if (n < 0 || (size_t)n >= sizeof path) return dg_set_error("--timeline: path too long");
+        if (dg_timeline_open(&ob->tl, path, rank)) return DG_ERR;
+    }
+    return DG_OK;
+}
+
+static int64_t timed_next(dg_loader *l, dg_ctx *ctx, dg_tensor **x, dg_tensor **y, dg_timeline *tl) {
+    dg_timeline_begin(tl, "data", DG_TIMELINE_DATA);
+    int64_t b = dg_loader_next(l, ctx, true, x, y);
+    dg_timeline_end(tl, DG_TIMELINE_DATA);
+    return b;
+}
+
+static void observe_step(observers *ob, const options *o, double loss, int64_t global_samples) {
+    dg_progress_step(ob->progress, loss, global_samples);
+    if (ob->tb && ob->step % o->log_every == 0)
+        dg_summary_add_scalar(ob->tb, "train/loss", (float)loss, ob->step);
+    ob->step++;
+}
+
+/* Write errors are sticky: close_observers reports them. */
+static void observe_epoch(observers *ob, dg_ctx *ctx, dg_ddp *ddp, dg_optim *opt, double loss,
+                          double train_acc, double test_acc, double samples_per_sec) {
+    dg_ddp_stats st;
+    dg_ddp_get_stats(ddp, &st);
+    double allreduce = st.wait_seconds - ob->allreduce_seconds;
+    ob->allreduce_seconds = st.wait_seconds;
+    if (!ob->tb) return;
+    int64_t s = ob->step;
+    dg_summary_add_scalar(ob->tb, "epoch/loss", (float)loss, s);
+    dg_summary_add_scalar(ob->tb, "epoch/train_accuracy", (float)train_acc, s);
+    dg_summary_add_scalar(ob->tb, "epoch/test_accuracy", (float)test_acc, s);
+    dg_summary_add_scalar(ob->tb, "train/lr", dg_optim_get_lr(opt), s);
+    dg_summary_add_scalar(ob->tb, "train/samples_per_sec", (float)samples_per_sec, s);
+    dg_summary_add_scalar(ob->tb, "ddp/allreduce_seconds", (float)allreduce, s);
+    int np;
+    dg_tensor **p = dg_ctx_params(ctx, &np);
+    int64_t most = 0;
+    for (int i = 0; i < np; i++) most = dg_numel(p[i]) > most ? dg_numel(p[i]) : most;
+    float *host = malloc(sizeof(float) * (size_t)(most ? most : 1));
+    DG_ASSERT(host != NULL);
+    char tag[128];
+    for (int i = 0; i < np; i++) {
+        const char *name = p[i]->name ? p[i]->name : "param";
+        dg_tensor_to_host(p[i], host);
+        snprintf(tag, sizeof tag, "params/%d.%s", i, name);
+        dg_summary_add_histogram(ob->tb, tag, host, (size_t)dg_numel(p[i]), s);
+        if (!p[i]->grad) continue;
+        dg_tensor_to_host(p[i]->grad, host);
+        snprintf(tag, sizeof tag, "grads/%d.%s", i, name);
+        dg_summary_add_histogram(ob->tb, tag, host, (size_t)dg_numel(p[i]), s);
+    }
+    free(host);
+    dg_summary_flush(ob->tb);
+}
+
+/* Writes the timeline and closes the event file; 1 on an error. */
+static int close_observers(observers *ob, const options *o, int rank, int world) {
+    int rc = 0;
+    if (dg_summary_close(ob->tb)) {
+        fprintf(stderr, "mnist_mlp: rank %d: --logdir: %s\n", rank, dg_last_error());
+        rc = 1;
+    }
+    if (dg_timeline_close(ob->tl)) {
+        fprintf(stderr, "mnist_mlp: rank %d: --timeline: %s\n", rank, dg_last_error());
+        rc = 1;
+    }
+    if (o->timeline && world > 1 && rank == 0)
+        dg_progress_log(ob->progress, "timeline: %s.rank<N> for each rank; merge with "
+                        "scripts/merge_timeline.py %s", o->timeline, o->timeline);
+    dg_progress_free(ob->progress);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     options o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
+    if (check_logdir(o.logdir)) return 1;
     if (o.threads) dg_set_num_threads(o.threads);
 
     dg_dataset train, test;
@@ -230,6 +379,9 @@ int main(int argc, char **argv) {
     if (dopts.first_bucket_cap_bytes > dopts.bucket_cap_bytes) dopts.first_bucket_cap_bytes = dopts.bucket_cap_bytes;
     dg_ddp *ddp;
     if (dg_ddp_new(&ddp, ctx, comm, dopts)) return fail(comm, "");
+    observers ob;
+    if (open_observers(&ob, &o, rank, world)) return fail(comm, "");
+    dg_ddp_set_timeline(ddp, ob.tl);
 
     /* DistributedSampler semantics: a shuffle shared by every rank, padded
      * so that each rank gets the same number of samples */
@@ -239,26 +391,33 @@ int main(int argc, char **argv) {
         dg_loader_init(&loader, &train, &sampler, o.batch_size, false))
         return fail(comm, "");
     if (rank == 0 && world > 1)
-        printf("data-parallel over %d ranks (%s), %lld samples per rank per epoch, batch %d per rank\n",
-               world, dg_comm_backend_name(comm), (long long)sampler.num_samples, o.batch_size);
+        dg_progress_log(ob.progress, "data-parallel over %d ranks (%s), %lld samples per rank per epoch, batch %d per rank",
+                        world, dg_comm_backend_name(comm), (long long)sampler.num_samples, o.batch_size);
 
     double train_time = 0.0, final_loss = 0.0, train_acc = 0.0, test_acc = 0.0;
     int64_t train_samples = 0;
     for (int epoch = 0; epoch < o.epochs; epoch++) {
         dg_loader_start_epoch(&loader, epoch);
+        dg_progress_start_epoch(ob.progress, epoch, o.epochs, dg_loader_num_batches(&loader));
         double t0 = now();
         double sums[2] = { 0.0, 0.0 };   /* loss sum, steps */
         int64_t samples = 0, b;
         dg_tensor *x, *y;
-        while ((b = dg_loader_next(&loader, ctx, true, &x, &y)) > 0) {
+        while ((b = timed_next(&loader, ctx, &x, &y, ob.tl)) > 0) {
+            dg_timeline_begin(ob.tl, "forward", DG_TIMELINE_COMPUTE);
             dg_tensor *loss = dg_cross_entropy(dg_module_forward(model, x), y);
+            dg_timeline_end(ob.tl, DG_TIMELINE_COMPUTE);
             if (!loss) return fail(comm, "");
             dg_optim_zero_grad(opt);
-            if (dg_ddp_backward(ddp, loss)) return fail(comm, "");
+            if (dg_ddp_backward(ddp, loss)) return fail(comm, "");   /* backward, all-reduce */
+            dg_timeline_begin(ob.tl, "optimizer_step", DG_TIMELINE_COMPUTE);
             dg_optim_step(opt);
-            sums[0] += dg_item(loss);
+            dg_timeline_end(ob.tl, DG_TIMELINE_COMPUTE);
+            double l = dg_item(loss);
+            sums[0] += l;
             sums[1] += 1.0;
             samples += b;
+            observe_step(&ob, &o, l, b * world);
             dg_ctx_reset_step(ctx);
         }
         if (b < 0) return fail(comm, "");
@@ -272,16 +431,19 @@ int main(int argc, char **argv) {
         train_time += dt;
         train_samples += gsamples;
         final_loss = sums[0] / sums[1];
+        dg_timeline_begin(ob.tl, "evaluate", DG_TIMELINE_COMPUTE);
         train_acc = evaluate(ctx, comm, model, &train);
         test_acc = evaluate(ctx, comm, model, &test);
+        dg_timeline_end(ob.tl, DG_TIMELINE_COMPUTE);
         if (train_acc < 0 || test_acc < 0) return fail(comm, "evaluation: ");
         if (rank == 0) {
-            printf("epoch %d/%d  loss %.4f  train acc %.2f%%  test acc %.2f%%  %.0f samples/s\n",
-                   epoch + 1, o.epochs, final_loss, 100.0 * train_acc, 100.0 * test_acc,
-                   (double)gsamples / dt);
-            fflush(stdout);
+            dg_progress_log(ob.progress, "epoch %d/%d  loss %.4f  train acc %.2f%%  test acc %.2f%%  %.0f samples/s",
+                            epoch + 1, o.epochs, final_loss, 100.0 * train_acc, 100.0 * test_acc,
+                            (double)gsamples / dt);
         }
+        observe_epoch(&ob, ctx, ddp, opt, final_loss, train_acc, test_acc, (double)gsamples / dt);
     }
+    int see_rc = close_observers(&ob, &o, rank, world);
     dg_ddp_stats st;
     dg_ddp_get_stats(ddp, &st);
     uint64_t hash = params_hash(ctx);
@@ -302,5 +464,5 @@ int main(int argc, char **argv) {
     dg_dataset_free(&test);
     dg_ctx_free(ctx);
     dg_comm_free(comm);
-    return 0;
+    return see_rc;
 }

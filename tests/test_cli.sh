@@ -45,4 +45,17 @@ if [ -n "$data" ]; then
   cp "$data/train-images-idx3-ubyte.gz" "$tmp/bad/"
   expect 1 "train-labels-idx1-ubyte" --data "$tmp/bad" --epochs 1
 fi
+
+# watching training: --logdir, --timeline, --log-every, --quiet, DG_PROGRESS
+expect 2 "--log-every" --log-every 0
+expect 2 "--logdir-per-rank needs --logdir" --logdir-per-rank
+expect 2 "--logdir" --logdir
+expect 2 "--timeline" --timeline ""
+: >"$tmp/afile"
+expect 1 "--logdir '$tmp/afile' exists and is not a directory" --logdir "$tmp/afile"
+if [ -n "$data" ]; then
+  expect 1 "$tmp/nowhere/trace.json" --data "$data" --epochs 1 --timeline "$tmp/nowhere/trace.json"
+  expect 1 "$tmp/afile" --data "$data" --epochs 1 --logdir "$tmp/afile/sub"
+  DG_PROGRESS=fancy expect 1 "DG_PROGRESS='fancy'" --data "$data" --epochs 1
+fi
 exit $fail

@@ -27,6 +27,7 @@ struct dg_ddp {
     bool failed;
     double t_first_launch;
     dg_ddp_stats stats;
+    dg_timeline *tl;            /* optional: spans of backward and all-reduces */
 };
 
 static double now(void) {
@@ -130,6 +131,7 @@ static void launch_ready(dg_ddp *d, bool all) {
             break;
         }
         b->launched = true;
+        dg_timeline_begin(d->tl, "allreduce", DG_TIMELINE_COMM + d->next_launch);
         d->next_launch++;
     }
 }
@@ -185,12 +187,20 @@ void dg_ddp_free(dg_ddp *d) {
 dg_status dg_ddp_backward(dg_ddp *d, dg_tensor *loss) {
     if (d->failed) return dg_set_error("dg_ddp_backward: the communicator has failed");
     reset_step(d);
-    if (dg_backward(loss)) return DG_ERR;
+    dg_timeline_begin(d->tl, "backward", DG_TIMELINE_COMPUTE);
+    dg_status bst = dg_backward(loss);
+    dg_timeline_end(d->tl, DG_TIMELINE_COMPUTE);
+    if (bst) return DG_ERR;
     if (d->no_sync) return DG_OK;
     double t0 = now();
+    dg_timeline_begin(d->tl, "allreduce_wait", DG_TIMELINE_COMPUTE);
     launch_ready(d, true);   /* buckets with unused parameters, or overlap off */
-    for (int k = 0; k < d->nbuckets && !d->failed; k++)
-        if (d->buckets[k].launched && dg_comm_wait(d->buckets[k].req)) d->failed = true;
+    for (int k = 0; k < d->nbuckets && !d->failed; k++) {
+        if (!d->buckets[k].launched) continue;
+        if (dg_comm_wait(d->buckets[k].req)) d->failed = true;
+        dg_timeline_end(d->tl, DG_TIMELINE_COMM + k);
+    }
+    dg_timeline_end(d->tl, DG_TIMELINE_COMPUTE);
     if (d->failed) return dg_set_error("dg_ddp_backward: gradient all-reduce failed");
     double t1 = now();
     d->stats.wait_seconds += t1 - t0;
@@ -200,6 +210,8 @@ dg_status dg_ddp_backward(dg_ddp *d, dg_tensor *loss) {
 }
 
 void dg_ddp_set_no_sync(dg_ddp *d, bool no_sync) { d->no_sync = no_sync; }
+
+void dg_ddp_set_timeline(dg_ddp *d, dg_timeline *tl) { d->tl = tl; }
 
 dg_status dg_ddp_broadcast_tensor(dg_ddp *d, dg_tensor *t) {
     if (!dg_is_contiguous(t) || t->dtype != DG_F32)

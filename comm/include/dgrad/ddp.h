@@ -24,6 +24,7 @@
 
 #include "dgrad/comm.h"
 #include "dgrad/tensor.h"
+#include "dgrad/timeline.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -54,6 +55,13 @@ dg_status dg_ddp_backward(dg_ddp *ddp, dg_tensor *loss);
 
 /* Gradient accumulation: while on, dg_ddp_backward does not communicate. */
 void dg_ddp_set_no_sync(dg_ddp *ddp, bool no_sync);
+
+/* Record spans on tl (NULL: stop): "backward" (autograd) and
+ * "allreduce_wait" (blocked on the reduction after it) on lane
+ * DG_TIMELINE_COMPUTE, and bucket k's "allreduce" on lane
+ * DG_TIMELINE_COMM + k, from its launch to the end of its wait. Call it
+ * between steps; tl must outlive its use by the dg_ddp. */
+void dg_ddp_set_timeline(dg_ddp *ddp, dg_timeline *tl);
 
 /* Broadcast t (a persistent tensor, e.g. a batch-norm running mean) from
  * rank 0 to every rank. Collective. */
