@@ -11,10 +11,11 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
 stop() {
-  for p in slurmd slurmctld; do
+  for p in slurmd slurmctld munged; do
     [ -f "$dir/$p.pid" ] && kill "$(cat "$dir/$p.pid")" 2>/dev/null || true
   done
-  [ -f "$dir/munged.pid" ] && kill "$(cat "$dir/munged.pid")" 2>/dev/null || true
+  # daemons whose pid file is gone: every one of ours names $dir on its command line
+  pkill -f -- "$dir/" 2>/dev/null || true
   sleep 1
 }
 
@@ -25,6 +26,18 @@ for b in munged slurmctld slurmd; do
 done
 
 host=$(hostname -s)
+# two free TCP ports, so that other Slurms (or a stale one) cannot clash
+free_port() {
+  local p
+  for _ in $(seq 50); do
+    p=$(( 20000 + RANDOM % 20000 ))
+    ss -Hltn "sport = :$p" 2>/dev/null | grep -q . || { echo $p; return; }
+  done
+  echo "$0: no free port found" >&2; return 1
+}
+ctld_port=$(free_port)
+d_port=$(free_port)
+[ "$ctld_port" != "$d_port" ] || d_port=$((ctld_port + 1))
 cpus=$(nproc)
 mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 / 2 ))
 mkdir -p "$dir/spool/ctld" "$dir/spool/d" "$dir/munge" "$dir/log"
@@ -51,8 +64,8 @@ TaskPlugin=task/none
 ReturnToService=2
 SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
-SlurmctldPort=6917
-SlurmdPort=6918
+SlurmctldPort=$ctld_port
+SlurmdPort=$d_port
 StateSaveLocation=$dir/spool/ctld
 SlurmdSpoolDir=$dir/spool/d
 SlurmctldLogFile=$dir/log/slurmctld.log

@@ -6,7 +6,8 @@ set -eu
 bin=$1 data=$2 src=$3 mpiexec=$4
 dir=$(mktemp -d)
 trap '"$src/scripts/slurm_local.sh" stop "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
-eval "$("$src/scripts/slurm_local.sh" start "$dir/slurm")"
+env_line=$("$src/scripts/slurm_local.sh" start "$dir/slurm") || { echo "FAIL: could not start Slurm"; exit 1; }
+eval "$env_line"
 field() { sed -E "s/.*\"$1\": \"?([^,\"}]*).*/\1/" <<<"$2"; }
 args=(--data "$data" --epochs 1 --threads 1 --json --seed 3)
 
