@@ -27,3 +27,6 @@ export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0:fast
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 (cd build-asan && ctest --output-on-failure)
+
+# Fuzz the checkpoint and IDX readers for a short while (libFuzzer, clang).
+if command -v clang >/dev/null; then scripts/fuzz.sh "${DG_FUZZ_SECONDS:-30}"; fi
