@@ -1,6 +1,8 @@
 /* backend_cpu.c - the CPU backend: OpenBLAS for matrix products, plain C
  * loops (written for auto-vectorization) for the rest. */
 #include "impl.h"
+#include "gemm_cpu.h"
+#include "cnn-impl.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -141,6 +143,8 @@ DG_HOT static void cpu_unary(dg_unop op, float *out, const float *a, int64_t n, 
 
 /* ---- BLAS ---------------------------------------------------------------------- */
 
+/* Small products (the MLP's) go to dgrad's own kernels (gemm_cpu.c, one
+ * thread), the rest to OpenBLAS (dg_set_num_threads applies to it only). */
 static void cpu_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                      float *c, int64_t ldc) {
@@ -148,6 +152,10 @@ static void cpu_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float al
     if (k == 0) {
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+        return;
+    }
+    if (dg_gemm_small_fits(m, n, k)) {
+        dg_gemm_small(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
@@ -360,4 +368,14 @@ const dg_backend dg_backend_cpu = {
     .argmax = cpu_argmax,
     .sgd_step = cpu_sgd_step,
     .adam_step = cpu_adam_step,
+    .im2col = dg__cpu_im2col,
+    .col2im = dg__cpu_col2im,
+    .maxpool_fwd = dg__cpu_maxpool_fwd,
+    .maxpool_bwd = dg__cpu_maxpool_bwd,
+    .avgpool_fwd = dg__cpu_avgpool_fwd,
+    .avgpool_bwd = dg__cpu_avgpool_bwd,
+    .dropout_mask = dg__cpu_dropout_mask,
+    .bn_stats = dg__cpu_bn_stats,
+    .bn_fwd = dg__cpu_bn_fwd,
+    .bn_bwd = dg__cpu_bn_bwd,
 };

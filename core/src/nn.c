@@ -20,6 +20,14 @@ struct dg_module {
     int nchildren;
     dg_tensor **params;      /* this module's and its children's, in order */
     int nparams;
+    /* convolutional nets (the end of this file) */
+    int64_t cfg[7];          /* conv: stride, padding, dilation, groups; pools:
+                                kernel, stride, padding */
+    float fcfg[3];           /* dropout p; batch norm momentum, eps */
+    dg_tensor *bufs[2];      /* this module's buffers (batch norm) */
+    int nbufs;
+    dg_tensor **all_bufs;    /* with the children's, built on first request */
+    int nall_bufs;
 };
 
 static dg_module *module_new(dg_ctx *ctx, dg_forward_fn fwd) {
@@ -123,4 +131,166 @@ const char *dg_module_name(const dg_module *m) { return m->name; }
 
 dg_module *dg_module_child(dg_module *m, int i) {
     return i >= 0 && i < m->nchildren ? m->children[i] : NULL;
+}
+
+/* ---- convolutional nets ----------------------------------------------------- */
+
+static dg_tensor *conv2d_forward(dg_module *m, dg_tensor *x) {
+    return dg_conv2d(x, m->weight, m->bias, m->cfg, m->cfg + 2, m->cfg + 4, m->cfg[6]);
+}
+
+dg_module *dg_nn_conv2d(dg_ctx *ctx, int64_t in_channels, int64_t out_channels,
+                        const int64_t kernel[2], const int64_t *stride, const int64_t *padding,
+                        const int64_t *dilation, int64_t groups, bool bias) {
+    if (!ctx) return NULL;
+    if (in_channels <= 0 || out_channels <= 0 || !kernel || kernel[0] <= 0 || kernel[1] <= 0 ||
+        groups <= 0 || in_channels % groups || out_channels % groups) {
+        dg_set_error("dg_nn_conv2d: bad in_channels %lld, out_channels %lld, kernel or groups %lld "
+                     "(all positive, channels divisible by groups)",
+                     (long long)in_channels, (long long)out_channels, (long long)groups);
+        return NULL;
+    }
+    dg_module *m = module_new(ctx, conv2d_forward);
+    int64_t *c = m->cfg;
+    c[0] = stride ? stride[0] : 1;
+    c[1] = stride ? stride[1] : 1;
+    c[2] = padding ? padding[0] : 0;
+    c[3] = padding ? padding[1] : 0;
+    c[4] = dilation ? dilation[0] : 1;
+    c[5] = dilation ? dilation[1] : 1;
+    c[6] = groups;
+    snprintf(m->name, sizeof m->name,
+             "Conv2d(%lld, %lld, kernel_size=(%lld, %lld), stride=(%lld, %lld), padding=(%lld, %lld))",
+             (long long)in_channels, (long long)out_channels, (long long)kernel[0],
+             (long long)kernel[1], (long long)c[0], (long long)c[1], (long long)c[2], (long long)c[3]);
+    int64_t ws[4] = { out_channels, in_channels / groups, kernel[0], kernel[1] };
+    m->weight = dg_param_new(ctx, "weight", 4, ws);
+    float bound = 1.0f / sqrtf((float)(ws[1] * ws[2] * ws[3]));
+    dg_init_uniform(m->weight, -bound, bound);
+    m->params = dg__ctx_calloc(ctx, 2 * sizeof *m->params);
+    m->params[m->nparams++] = m->weight;
+    if (bias) {
+        m->bias = dg_param_new(ctx, "bias", 1, &out_channels);
+        dg_init_uniform(m->bias, -bound, bound);
+        m->params[m->nparams++] = m->bias;
+    }
+    return m;
+}
+
+static dg_tensor *max_pool_forward(dg_module *m, dg_tensor *x) {
+    return dg_max_pool2d(x, m->cfg, m->cfg + 2, m->cfg + 4);
+}
+
+static dg_tensor *avg_pool_forward(dg_module *m, dg_tensor *x) {
+    return dg_avg_pool2d(x, m->cfg, m->cfg + 2, m->cfg + 4);
+}
+
+static dg_module *pool_new(dg_ctx *ctx, bool max, const int64_t kernel[2], const int64_t *stride,
+                           const int64_t *padding) {
+    if (!ctx) return NULL;
+    if (!kernel || kernel[0] <= 0 || kernel[1] <= 0) {
+        dg_set_error("%s: kernel sizes must be positive", max ? "dg_nn_max_pool2d" : "dg_nn_avg_pool2d");
+        return NULL;
+    }
+    dg_module *m = module_new(ctx, max ? max_pool_forward : avg_pool_forward);
+    int64_t *c = m->cfg;
+    c[0] = kernel[0];
+    c[1] = kernel[1];
+    c[2] = stride ? stride[0] : kernel[0];
+    c[3] = stride ? stride[1] : kernel[1];
+    c[4] = padding ? padding[0] : 0;
+    c[5] = padding ? padding[1] : 0;
+    snprintf(m->name, sizeof m->name, "%s(kernel_size=(%lld, %lld), stride=(%lld, %lld), padding=(%lld, %lld))",
+             max ? "MaxPool2d" : "AvgPool2d", (long long)c[0], (long long)c[1], (long long)c[2],
+             (long long)c[3], (long long)c[4], (long long)c[5]);
+    return m;
+}
+
+dg_module *dg_nn_max_pool2d(dg_ctx *ctx, const int64_t kernel[2], const int64_t *stride,
+                            const int64_t *padding) {
+    return pool_new(ctx, true, kernel, stride, padding);
+}
+
+dg_module *dg_nn_avg_pool2d(dg_ctx *ctx, const int64_t kernel[2], const int64_t *stride,
+                            const int64_t *padding) {
+    return pool_new(ctx, false, kernel, stride, padding);
+}
+
+static dg_tensor *dropout_forward(dg_module *m, dg_tensor *x) {
+    return dg_dropout(x, m->fcfg[0], m->training);
+}
+
+dg_module *dg_nn_dropout(dg_ctx *ctx, float p) {
+    if (!ctx) return NULL;
+    if (!(p >= 0.0f && p <= 1.0f)) {
+        dg_set_error("dg_nn_dropout: probability %g is outside [0, 1]", p);
+        return NULL;
+    }
+    dg_module *m = module_new(ctx, dropout_forward);
+    m->fcfg[0] = p;
+    snprintf(m->name, sizeof m->name, "Dropout(p=%g)", p);
+    return m;
+}
+
+static dg_tensor *batch_norm_forward(dg_module *m, dg_tensor *x) {
+    return dg_batch_norm2d(x, m->bufs[0], m->bufs[1], m->weight, m->bias, m->training, m->fcfg[1],
+                           m->fcfg[2]);
+}
+
+dg_module *dg_nn_batch_norm2d(dg_ctx *ctx, int64_t num_features) {
+    if (!ctx) return NULL;
+    if (num_features <= 0) {
+        dg_set_error("dg_nn_batch_norm2d: num_features must be positive, got %lld",
+                     (long long)num_features);
+        return NULL;
+    }
+    dg_module *m = module_new(ctx, batch_norm_forward);
+    snprintf(m->name, sizeof m->name, "BatchNorm2d(%lld, eps=1e-05, momentum=0.1, affine=True)",
+             (long long)num_features);
+    m->fcfg[1] = 0.1f;
+    m->fcfg[2] = 1e-5f;
+    m->weight = dg_param_new(ctx, "weight", 1, &num_features);
+    dg_init_constant(m->weight, 1.0f);
+    m->bias = dg_param_new(ctx, "bias", 1, &num_features);
+    m->params = dg__ctx_calloc(ctx, 2 * sizeof *m->params);
+    m->params[m->nparams++] = m->weight;
+    m->params[m->nparams++] = m->bias;
+    m->bufs[0] = dg_tensor_persistent(ctx, DG_F32, 1, &num_features);   /* zeros */
+    m->bufs[1] = dg_tensor_persistent(ctx, DG_F32, 1, &num_features);
+    dg_init_constant(m->bufs[1], 1.0f);
+    m->nbufs = 2;
+    return m;
+}
+
+static dg_tensor *flatten_forward(dg_module *m, dg_tensor *x) {
+    (void)m;
+    return dg_flatten(x, 1, -1);
+}
+
+dg_module *dg_nn_flatten(dg_ctx *ctx) {
+    if (!ctx) return NULL;
+    dg_module *m = module_new(ctx, flatten_forward);
+    snprintf(m->name, sizeof m->name, "Flatten(start_dim=1, end_dim=-1)");
+    return m;
+}
+
+static int count_buffers(const dg_module *m) {
+    int n = m->nbufs;
+    for (int i = 0; i < m->nchildren; i++) n += count_buffers(m->children[i]);
+    return n;
+}
+
+static void collect_buffers(const dg_module *m, dg_tensor **out, int *k) {
+    for (int i = 0; i < m->nbufs; i++) out[(*k)++] = m->bufs[i];
+    for (int i = 0; i < m->nchildren; i++) collect_buffers(m->children[i], out, k);
+}
+
+int dg_module_buffers(dg_module *m, dg_tensor ***out) {
+    if (!m->all_bufs) {
+        int n = count_buffers(m);
+        m->all_bufs = dg__ctx_calloc(m->ctx, (size_t)(n ? n : 1) * sizeof *m->all_bufs);
+        collect_buffers(m, m->all_bufs, &m->nall_bufs);
+    }
+    if (out) *out = m->all_bufs;
+    return m->nall_bufs;
 }

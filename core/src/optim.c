@@ -19,6 +19,9 @@ struct dg_optim {
     int64_t steps;
     int nslots;
     dg_tensor **state;         /* n * nslots, row per parameter */
+    float *dev_consts;         /* Adam in a captured graph: device float[3]
+                                  for adam_step_dev, or NULL */
+    float host_consts[3];      /* their values for the next replay */
 };
 
 dg_sgd_opts dg_sgd_defaults(float lr) {
@@ -104,6 +107,8 @@ static dg_optim *adam_new(const char *name, dg_tensor *const *params, int n, dg_
     o->kind = OPT_ADAM;
     o->adam = opts;
     o->decoupled = decoupled;
+    /* allocated now: a graph capture cannot allocate */
+    if (o->ctx->be->adam_step_dev) o->dev_consts = dg__persist_alloc(o->ctx, sizeof o->host_consts);
     return o;
 }
 
@@ -119,8 +124,69 @@ void dg_optim_free(dg_optim *opt) {
     (void)opt;   /* memory belongs to the context */
 }
 
+/* Adam's bias corrections for step t, rounded as adam_step rounds them. */
+static void adam_bias(const dg_optim *o, int64_t t, double *step_size, double *bc2_sqrt) {
+    const dg_adam_opts *a = &o->adam;
+    double bc1 = 1.0 - pow((double)a->beta1, (double)t);
+    double bc2 = 1.0 - pow((double)a->beta2, (double)t);
+    *step_size = (double)a->lr / bc1;
+    *bc2_sqrt = sqrt(bc2);
+}
+
+/* Before each replay of a graph that captured this optimizer's step: the
+ * step count advances and Adam's constants for it go to the device. */
+static void on_replay(void *user) {
+    dg_optim *o = user;
+    o->steps++;
+    if (o->kind != OPT_ADAM) return;
+    double ss, bc2;
+    adam_bias(o, o->steps, &ss, &bc2);
+    o->host_consts[0] = (float)(-ss);
+    o->host_consts[1] = (float)bc2;
+    o->host_consts[2] = (float)(1.0 - (double)o->adam.lr * (double)o->adam.weight_decay);
+    /* from pageable memory: staged before the call returns */
+    o->ctx->be->from_host(o->dev_consts, o->host_consts, sizeof o->host_consts);
+}
+
+/* dg_optim_step inside a graph capture (dgrad/graph.h): the kernels read
+ * what changes per step from device memory that on_replay writes. */
+static void step_captured(dg_optim *o) {
+    dg_ctx *ctx = o->ctx;
+    const dg_backend *be = ctx->be;
+    dg__graph_on_replay(ctx, on_replay, o);
+    if (o->kind == OPT_SGD) {
+        const dg_sgd_opts *s = &o->sgd;
+        if (o->nslots && o->steps == 0)
+            dg__graph_fail(ctx, "dg_optim_step: SGD with momentum takes its first step "
+                                "differently: take an eager step before the capture");
+        for (int i = 0; i < o->n; i++) {
+            dg_tensor *p = o->params[i];
+            float *buf = o->nslots ? o->state[i * o->nslots]->data : NULL;
+            be->sgd_step(p->data, p->grad->data, buf, dg_numel(p), s->lr, s->momentum, s->dampening,
+                         s->weight_decay, s->nesterov, false);
+        }
+        return;
+    }
+    if (!be->adam_step_dev || !o->dev_consts) {
+        dg__graph_fail(ctx, "dg_optim_step: the %s backend cannot capture Adam", be->name);
+        return;
+    }
+    const dg_adam_opts *a = &o->adam;
+    for (int i = 0; i < o->n; i++) {
+        dg_tensor *p = o->params[i];
+        dg_tensor **st = o->state + i * o->nslots;
+        be->adam_step_dev(p->data, p->grad->data, st[0]->data, st[1]->data,
+                          a->amsgrad ? st[2]->data : NULL, dg_numel(p), a->beta1, a->beta2,
+                          a->eps, a->weight_decay, o->decoupled, o->dev_consts);
+    }
+}
+
 void dg_optim_step(dg_optim *o) {
     const dg_backend *be = o->ctx->be;
+    if (o->ctx->capture) {
+        step_captured(o);
+        return;
+    }
     o->steps++;
     if (o->kind == OPT_SGD) {
         const dg_sgd_opts *s = &o->sgd;
@@ -133,15 +199,14 @@ void dg_optim_step(dg_optim *o) {
         return;
     }
     const dg_adam_opts *a = &o->adam;
-    double bc1 = 1.0 - pow((double)a->beta1, (double)o->steps);
-    double bc2 = 1.0 - pow((double)a->beta2, (double)o->steps);
-    double step_size = (double)a->lr / bc1;
+    double step_size, bc2_sqrt;
+    adam_bias(o, o->steps, &step_size, &bc2_sqrt);
     for (int i = 0; i < o->n; i++) {
         dg_tensor *p = o->params[i];
         dg_tensor **st = o->state + i * o->nslots;
         be->adam_step(p->data, p->grad->data, st[0]->data, st[1]->data, a->amsgrad ? st[2]->data : NULL,
                       dg_numel(p), a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, o->decoupled,
-                      step_size, sqrt(bc2));
+                      step_size, bc2_sqrt);
     }
 }
 
@@ -167,3 +232,52 @@ dg_tensor *dg_optim_state(dg_optim *o, int i, int slot) {
     if (i < 0 || i >= o->n || slot < 0 || slot >= o->nslots) return NULL;
     return o->state[i * o->nslots + slot];
 }
+
+/* ---- momentum for schedulers, gradient clipping ------------------------------ */
+
+float dg_optim_get_momentum(const dg_optim *o) {
+    return o->kind == OPT_SGD ? o->sgd.momentum : o->adam.beta1;
+}
+
+dg_status dg_optim_set_momentum(dg_optim *o, float momentum) {
+    if (!(momentum >= 0.0f && momentum < 1.0f)) {
+        dg_set_error("dg_optim_set_momentum: momentum %g is outside [0, 1)", momentum);
+        return DG_ERR;
+    }
+    if (o->kind == OPT_SGD) {
+        if (!o->nslots) {
+            dg_set_error("dg_optim_set_momentum: this SGD was built without momentum");
+            return DG_ERR;
+        }
+        o->sgd.momentum = momentum;
+    } else {
+        o->adam.beta1 = momentum;
+    }
+    return DG_OK;
+}
+
+float dg_clip_grad_norm(dg_tensor *const *params, int n, float max_norm) {
+    if (n <= 0) return 0.0f;
+    dg_ctx *ctx = params[0]->ctx;
+    bool mode = dg_set_grad_enabled(ctx, false);
+    double total = 0.0;
+    for (int i = 0; i < n; i++) {
+        dg_tensor *g = params[i]->grad;
+        if (!g) continue;
+        float norm = sqrtf(dg_item(dg_sum(dg_mul(g, g))));   /* per tensor, as PyTorch */
+        total += (double)norm * (double)norm;
+    }
+    dg_set_grad_enabled(ctx, mode);
+    float tn = (float)sqrt(total);
+    float coef = max_norm / (tn + 1e-6f);
+    if (coef < 1.0f)
+        for (int i = 0; i < n; i++) {
+            dg_tensor *g = params[i]->grad;
+            if (g) ctx->be->unary(DG_UN_SCALE, g->data, g->data, dg_numel(g), coef);
+        }
+    return tn;
+}
+
+/* For sched.c: the context that owns the optimizer. */
+dg_ctx *dg__optim_ctx(const dg_optim *o);
+dg_ctx *dg__optim_ctx(const dg_optim *o) { return o->ctx; }

@@ -38,6 +38,33 @@ const char *dg_module_name(const dg_module *m);
 /* Child i of a Sequential, or NULL. */
 dg_module *dg_module_child(dg_module *m, int i);
 
+/* ---- convolutional nets -------------------------------------------------- */
+/* nn.Conv2d(in, out, kernel, stride, padding, dilation, groups, bias):
+ * weight [out, in/groups, kh, kw] with kaiming_uniform_(a=sqrt(5)), i.e.
+ * U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in/groups*kh*kw, and the
+ * bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)). stride, padding, dilation: {h, w},
+ * NULL for PyTorch's defaults ({1,1}, {0,0}, {1,1}). */
+dg_module *dg_nn_conv2d(dg_ctx *ctx, int64_t in_channels, int64_t out_channels,
+                        const int64_t kernel[2], const int64_t *stride, const int64_t *padding,
+                        const int64_t *dilation, int64_t groups, bool bias);
+/* nn.MaxPool2d / nn.AvgPool2d: stride NULL = kernel, padding NULL = 0. */
+dg_module *dg_nn_max_pool2d(dg_ctx *ctx, const int64_t kernel[2], const int64_t *stride,
+                            const int64_t *padding);
+dg_module *dg_nn_avg_pool2d(dg_ctx *ctx, const int64_t kernel[2], const int64_t *stride,
+                            const int64_t *padding);
+/* nn.Dropout(p): active in train mode only. */
+dg_module *dg_nn_dropout(dg_ctx *ctx, float p);
+/* nn.BatchNorm2d(c): weight 1, bias 0, buffers running_mean 0 and
+ * running_var 1 (persistent tensors), momentum 0.1, eps 1e-5. */
+dg_module *dg_nn_batch_norm2d(dg_ctx *ctx, int64_t num_features);
+/* nn.Flatten(): dims 1..-1 into one. */
+dg_module *dg_nn_flatten(dg_ctx *ctx);
+/* Buffers (state that is not a parameter: batch norm's running stats) of
+ * m and its children, in PyTorch's order. *out points to an array owned by
+ * the module. Returns the count. A data-parallel program broadcasts them
+ * from rank 0 at the start, like the parameters. */
+int dg_module_buffers(dg_module *m, dg_tensor ***out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -74,6 +74,33 @@ dg_tensor *dg_slice(dg_tensor *a, int dim, int64_t start, int64_t length);
 /* A contiguous copy (or a itself when already contiguous). */
 dg_tensor *dg_contiguous(dg_tensor *a);
 
+/* ---- convolutional nets (NCHW images, PyTorch's semantics) ------------- */
+/* torch.nn.functional.conv2d: x [N, C, H, W], w [OC, C/groups, KH, KW],
+ * b [OC] or NULL. stride, padding, dilation: {h, w}; NULL means {1, 1},
+ * {0, 0}, {1, 1}. Output [N, OC, OH, OW] with
+ * OH = (H + 2*padding - dilation*(KH-1) - 1) / stride + 1. */
+dg_tensor *dg_conv2d(dg_tensor *x, dg_tensor *w, dg_tensor *b, const int64_t *stride,
+                     const int64_t *padding, const int64_t *dilation, int64_t groups);
+/* max_pool2d / avg_pool2d over x [N, C, H, W]: kernel {kh, kw}; stride
+ * NULL means the kernel size, padding NULL means {0, 0} (at most half the
+ * kernel). Floor mode; avg_pool2d counts the padding (count_include_pad). */
+dg_tensor *dg_max_pool2d(dg_tensor *x, const int64_t *kernel, const int64_t *stride,
+                         const int64_t *padding);
+dg_tensor *dg_avg_pool2d(dg_tensor *x, const int64_t *kernel, const int64_t *stride,
+                         const int64_t *padding);
+/* Dropout: when training, each element is zeroed with probability p and
+ * the rest scaled by 1/(1-p), the mask drawn from a seed taken from the
+ * context's RNG; not training (or p == 0): x itself. */
+dg_tensor *dg_dropout(dg_tensor *x, float p, bool training);
+/* Batch norm over the channels of x [N, C, ...] (batch_norm2d: [N, C, H, W]).
+ * training: normalize with the batch's mean and biased variance, and move
+ * running_mean / running_var [C] (may be NULL) by momentum toward the batch
+ * mean and unbiased variance; eval: use the running stats. weight and bias
+ * [C] may be NULL. PyTorch defaults: momentum 0.1, eps 1e-5. */
+dg_tensor *dg_batch_norm2d(dg_tensor *x, dg_tensor *running_mean, dg_tensor *running_var,
+                           dg_tensor *weight, dg_tensor *bias, bool training, float momentum,
+                           float eps);
+
 #ifdef __cplusplus
 }
 #endif

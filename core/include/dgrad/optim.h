@@ -63,6 +63,17 @@ dg_tensor *dg_optim_state(dg_optim *opt, int param_index, int slot);
 int dg_optim_num_slots(const dg_optim *opt);
 void dg_optim_set_step_count(dg_optim *opt, int64_t steps);
 
+/* Momentum as learning-rate schedulers cycle it: SGD's momentum, Adam's
+ * beta1. set returns DG_ERR (and an error) for SGD built without momentum
+ * (it has no momentum buffers). */
+float dg_optim_get_momentum(const dg_optim *opt);
+dg_status dg_optim_set_momentum(dg_optim *opt, float momentum);
+
+/* torch.nn.utils.clip_grad_norm_ (2-norm): total = the norm of all n
+ * parameters' gradients together; when total > max_norm every gradient is
+ * scaled by max_norm / (total + 1e-6). Returns total. */
+float dg_clip_grad_norm(dg_tensor *const *params, int n, float max_norm);
+
 #ifdef __cplusplus
 }
 #endif

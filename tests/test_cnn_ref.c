@@ -1,0 +1,452 @@
+/* test_cnn_ref.c - conv2d, pooling, batch norm, schedulers and gradient
+ * clipping against PyTorch 1.13 numbers (tests/fixtures/cnn.txt, made by
+ * make_cnn_fixtures.py); dropout's exact cases (p = 0, p = 1, eval) and its
+ * statistics; and the one-line errors for inputs that do not fit.
+ * Tolerances: forward and gradients 1e-4 abs + 1e-4 rel (float32 sums in a
+ * different order than PyTorch's); schedules 1e-7 rel. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dgrad/nn.h"
+#include "dgrad/ops.h"
+#include "dgrad/optim.h"
+#include "dgrad/sched.h"
+#include "dgrad/tensor.h"
+#include "test_util.h"
+
+#define REF_ATOL 1e-4
+#define REF_RTOL 1e-4
+
+/* ---- fixture parsing --------------------------------------------------- */
+
+#define FX_MAX_TENSORS 24
+#define FX_MAX_ARGS 16
+
+typedef struct {
+    char key[16];
+    bool is_int;
+    int ndim;
+    int64_t shape[DG_MAX_DIMS];
+    int64_t n;
+    float *f;       /* float values (ints converted too) */
+    int32_t *i;     /* int values when is_int */
+} fx_tensor;
+
+typedef struct {
+    char name[64], op[48];
+    int nargs;
+    char argk[FX_MAX_ARGS][24], argv[FX_MAX_ARGS][96];
+    int nt;
+    fx_tensor t[FX_MAX_TENSORS];
+} fx_case;
+
+static void fx_case_free(fx_case *c) {
+    for (int i = 0; i < c->nt; i++) {
+        free(c->t[i].f);
+        free(c->t[i].i);
+    }
+    memset(c, 0, sizeof *c);
+}
+
+static int fx_token(FILE *f, char *buf, size_t n) {
+    for (;;) {
+        if (fscanf(f, "%*[ \t\r\n]") == EOF) return 0;
+        int ch = getc(f);
+        if (ch == EOF) return 0;
+        if (ch == '#') {                   /* comment to end of line */
+            while ((ch = getc(f)) != EOF && ch != '\n') {}
+            continue;
+        }
+        ungetc(ch, f);
+        char fmt[16];
+        snprintf(fmt, sizeof fmt, "%%%zus", n - 1);
+        return fscanf(f, fmt, buf) == 1;
+    }
+}
+
+/* Reads the next case; returns 1, 0 at end of file, -1 on a format error. */
+static int fx_read_case(FILE *f, fx_case *c) {
+    char tok[128];
+    memset(c, 0, sizeof *c);
+    if (!fx_token(f, tok, sizeof tok)) return 0;
+    if (strcmp(tok, "case") != 0) return -1;
+    if (!fx_token(f, c->name, sizeof c->name) || !fx_token(f, c->op, sizeof c->op))
+        return -1;
+    for (;;) {
+        if (!fx_token(f, tok, sizeof tok)) return -1;
+        if (strcmp(tok, "end") == 0) return 1;
+        char *eq = strchr(tok, '=');
+        if (eq) {
+            if (c->nargs == FX_MAX_ARGS) return -1;
+            *eq = '\0';
+            snprintf(c->argk[c->nargs], sizeof c->argk[0], "%.23s", tok);
+            snprintf(c->argv[c->nargs], sizeof c->argv[0], "%.95s", eq + 1);
+            c->nargs++;
+            continue;
+        }
+        if (strcmp(tok, "t") != 0 || c->nt == FX_MAX_TENSORS) return -1;
+        fx_tensor *t = &c->t[c->nt++];
+        char kind[8];
+        if (!fx_token(f, t->key, sizeof t->key) || !fx_token(f, kind, sizeof kind)) return -1;
+        t->is_int = kind[0] == 'i';
+        if (fscanf(f, "%d", &t->ndim) != 1 || t->ndim < 0 || t->ndim > DG_MAX_DIMS) return -1;
+        t->n = 1;
+        for (int d = 0; d < t->ndim; d++) {
+            long long v;
+            if (fscanf(f, "%lld", &v) != 1) return -1;
+            t->shape[d] = v;
+            t->n *= v;
+        }
+        t->f = malloc(sizeof(float) * (size_t)(t->n ? t->n : 1));
+        t->i = t->is_int ? malloc(sizeof(int32_t) * (size_t)(t->n ? t->n : 1)) : NULL;
+        if (!t->f || (t->is_int && !t->i)) return -1;
+        for (int64_t k = 0; k < t->n; k++) {
+            if (t->is_int) {
+                int v;
+                if (fscanf(f, "%d", &v) != 1) return -1;
+                t->i[k] = v;
+                t->f[k] = (float)v;
+            } else if (fscanf(f, "%f", &t->f[k]) != 1) {
+                return -1;
+            }
+        }
+    }
+}
+
+static const fx_tensor *fx_get(const fx_case *c, const char *key) {
+    for (int i = 0; i < c->nt; i++)
+        if (strcmp(c->t[i].key, key) == 0) return &c->t[i];
+    return NULL;
+}
+
+static const char *fx_arg(const fx_case *c, const char *key) {
+    for (int i = 0; i < c->nargs; i++)
+        if (strcmp(c->argk[i], key) == 0) return c->argv[i];
+    return NULL;
+}
+
+static double fx_argf(const fx_case *c, const char *key, double def) {
+    const char *v = fx_arg(c, key);
+    return v ? strtod(v, NULL) : def;
+}
+
+static int fx_argi(const fx_case *c, const char *key, int def) {
+    const char *v = fx_arg(c, key);
+    return v ? (int)strtol(v, NULL, 10) : def;
+}
+
+/* Comma-separated ints; returns the count. */
+static int fx_argv_ints(const fx_case *c, const char *key, int64_t *out, int max) {
+    const char *v = fx_arg(c, key);
+    int n = 0;
+    while (v && *v && n < max) {
+        char *end;
+        out[n++] = strtoll(v, &end, 10);
+        v = *end == ',' ? end + 1 : end;
+        if (end == v && *v) break;
+    }
+    return n;
+}
+
+static FILE *fx_open(const char *file) {
+    const char *dir = getenv("DG_FIXTURES");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir ? dir : "tests/fixtures", file);
+    FILE *f = fopen(path, "r");
+    if (!f) fprintf(stderr, "cannot open fixture %s (set DG_FIXTURES)\n", path);
+    return f;
+}
+
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static dg_tensor *mk(dg_ctx *ctx, const fx_tensor *t, bool grad) {
+    dg_tensor *x = dg_tensor_from(ctx, DG_F32, t->ndim, t->shape, t->f);
+    if (grad) x->requires_grad = true;
+    return x;
+}
+
+static void cmp(const char *cs, const char *what, const dg_tensor *got, const fx_tensor *ref) {
+    if (!got || !ref) {
+        dgt_fail(__FILE__, __LINE__, "%s: %s missing (got %p, ref %p)", cs, what, (void *)got,
+                 (const void *)ref);
+        return;
+    }
+    if (dg_numel(got) != ref->n) {
+        dgt_fail(__FILE__, __LINE__, "%s: %s has %lld elements, expected %lld", cs, what,
+                 (long long)dg_numel(got), (long long)ref->n);
+        return;
+    }
+    float *h = malloc(sizeof(float) * (size_t)(ref->n ? ref->n : 1));
+    dg_tensor_to_host(got, h);
+    dgt_cmp c = dgt_compare(h, ref->f, ref->n, REF_ATOL, REF_RTOL);
+    if (c.bad)
+        dgt_fail(__FILE__, __LINE__, "%s: %s: %lld values off (max abs %.3g, worst at %lld: %.9g vs %.9g)",
+                 cs, what, (long long)c.bad, c.max_abs, (long long)c.worst, h[c.worst],
+                 ref->f[c.worst]);
+    free(h);
+}
+
+/* loss = sum(out * w), backward, compare out and gK. */
+static void check_loss(dg_ctx *ctx, const fx_case *c, dg_tensor *out, dg_tensor **in, int nin) {
+    cmp(c->name, "out", out, fx_get(c, "out"));
+    if (!out) return;
+    dg_tensor *loss = dg_sum(dg_mul(out, mk(ctx, fx_get(c, "w"), false)));
+    CHECK(dg_backward(loss) == DG_OK);
+    for (int i = 0; i < nin; i++) {
+        char k[8];
+        snprintf(k, sizeof k, "g%d", i);
+        if (in[i]) cmp(c->name, k, in[i]->grad, fx_get(c, k));
+    }
+}
+
+static void run_case(dg_ctx *ctx, const fx_case *c) {
+    dg_ctx_reset_step(ctx);
+    const char *op = c->op;
+    if (strcmp(op, "conv2d") == 0) {
+        int64_t st[2], pd[2], dl[2];
+        fx_argv_ints(c, "stride", st, 2);
+        fx_argv_ints(c, "padding", pd, 2);
+        fx_argv_ints(c, "dilation", dl, 2);
+        dg_tensor *in[3] = { mk(ctx, fx_get(c, "in0"), true), mk(ctx, fx_get(c, "in1"), true),
+                             fx_get(c, "in2") ? mk(ctx, fx_get(c, "in2"), true) : NULL };
+        dg_tensor *out = dg_conv2d(in[0], in[1], in[2], st, pd, dl, fx_argi(c, "groups", 1));
+        check_loss(ctx, c, out, in, 3);
+    } else if (strcmp(op, "max_pool2d") == 0 || strcmp(op, "avg_pool2d") == 0) {
+        int64_t k[2], st[2], pd[2];
+        fx_argv_ints(c, "kernel", k, 2);
+        fx_argv_ints(c, "stride", st, 2);
+        fx_argv_ints(c, "padding", pd, 2);
+        dg_tensor *in[1] = { mk(ctx, fx_get(c, "in0"), true) };
+        dg_tensor *out = op[0] == 'm' ? dg_max_pool2d(in[0], k, st, pd) : dg_avg_pool2d(in[0], k, st, pd);
+        check_loss(ctx, c, out, in, 1);
+    } else if (strcmp(op, "batch_norm2d") == 0) {
+        bool training = fx_argi(c, "training", 0) != 0;
+        dg_tensor *in[3] = { mk(ctx, fx_get(c, "in0"), true), mk(ctx, fx_get(c, "in1"), true),
+                             mk(ctx, fx_get(c, "in2"), true) };
+        const fx_tensor *rm = fx_get(c, "rm"), *rv = fx_get(c, "rv");
+        dg_tensor *trm = dg_tensor_persistent(ctx, DG_F32, 1, rm->shape);
+        dg_tensor *trv = dg_tensor_persistent(ctx, DG_F32, 1, rv->shape);
+        dg_tensor_copy_from_host(trm, rm->f);
+        dg_tensor_copy_from_host(trv, rv->f);
+        dg_tensor *out = dg_batch_norm2d(in[0], trm, trv, in[1], in[2], training, 0.1f, 1e-5f);
+        check_loss(ctx, c, out, in, 3);
+        if (training) {
+            dg_tensor *x2 = mk(ctx, fx_get(c, "x2"), false);
+            CHECK_NOT_NULL(dg_batch_norm2d(x2, trm, trv, in[1], in[2], true, 0.1f, 1e-5f));
+            cmp(c->name, "running_mean after 2 steps", trm, fx_get(c, "rm2"));
+            cmp(c->name, "running_var after 2 steps", trv, fx_get(c, "rv2"));
+        } else {
+            cmp(c->name, "running_mean unchanged", trm, rm);
+            cmp(c->name, "running_var unchanged", trv, rv);
+        }
+    } else if (strncmp(op, "sched_", 6) == 0) {
+        int64_t one = 1;
+        dg_tensor *p = dg_param_new(ctx, "p", 1, &one);
+        bool adam = strcmp(op, "sched_onecycle") == 0;
+        dg_optim *o = adam ? dg_optim_adam(&p, 1, (dg_adam_opts){ .lr = 0.1f, .beta1 = 0.9f,
+                                                                  .beta2 = 0.999f, .eps = 1e-8f })
+                           : dg_optim_sgd(&p, 1, dg_sgd_defaults(0.1f));
+        dg_sched *s = NULL;
+        if (strcmp(op, "sched_step") == 0) {
+            s = dg_sched_step_lr(o, fx_argi(c, "step_size", 1), fx_argf(c, "gamma", 0.1));
+        } else if (strcmp(op, "sched_cosine") == 0) {
+            s = dg_sched_cosine(o, fx_argi(c, "t_max", 1), fx_argf(c, "eta_min", 0));
+        } else {
+            dg_onecycle_opts oo = dg_onecycle_defaults(fx_argf(c, "max_lr", 0), fx_argi(c, "total", 1));
+            oo.anneal_cos = !fx_argi(c, "linear", 0);
+            oo.three_phase = fx_argi(c, "three", 0);
+            s = dg_sched_onecycle(o, oo);
+        }
+        CHECK_NOT_NULL(s);
+        if (!s) return;
+        const fx_tensor *lr = fx_get(c, "lr"), *b1 = fx_get(c, "beta1");
+        for (int64_t i = 0; i < lr->n; i++) {
+            CHECK_NEAR(dg_optim_get_lr(o), lr->f[i], 1e-12, 1e-6);
+            if (b1) CHECK_NEAR(dg_optim_get_momentum(o), b1->f[i], 1e-12, 1e-6);
+            dg_optim_step(o);
+            CHECK(dg_sched_step(s) == DG_OK);
+        }
+        if (adam) {   /* one step past the end: PyTorch raises */
+            CHECK(dg_sched_step(s) == DG_ERR);
+            CHECK_CONTAINS(dg_last_error(), "total steps");
+            dg_clear_error();
+        }
+    } else if (strcmp(op, "clip_grad_norm") == 0) {
+        const fx_tensor *g0 = fx_get(c, "g0"), *g1 = fx_get(c, "g1");
+        dg_tensor *p[2] = { dg_param_new(ctx, "a", g0->ndim, g0->shape),
+                            dg_param_new(ctx, "b", g1->ndim, g1->shape) };
+        dg_tensor_copy_from_host(p[0]->grad, g0->f);
+        dg_tensor_copy_from_host(p[1]->grad, g1->f);
+        float total = dg_clip_grad_norm(p, 2, (float)fx_argf(c, "max_norm", 1));
+        CHECK_NEAR(total, fx_get(c, "total")->f[0], 1e-6, 1e-5);
+        cmp(c->name, "clipped grad 0", p[0]->grad, fx_get(c, "c0"));
+        cmp(c->name, "clipped grad 1", p[1]->grad, fx_get(c, "c1"));
+    } else {
+        dgt_fail(__FILE__, __LINE__, "%s: unknown op %s", c->name, op);
+    }
+}
+
+static void test_fixtures(void) {
+    FILE *f = fx_open("cnn.txt");
+    if (!f) {
+        dgt_fail(__FILE__, __LINE__, "fixture cnn.txt missing");
+        return;
+    }
+    fx_case c;
+    int r, n = 0;
+    while ((r = fx_read_case(f, &c)) == 1) {
+        dg_ctx *ctx = dg_ctx_new(DG_CPU);   /* one per case: params differ */
+        run_case(ctx, &c);
+        dg_ctx_free(ctx);
+        fx_case_free(&c);
+        n++;
+    }
+    CHECKF(r == 0, "cnn.txt: format error after %d cases", n);
+    CHECKF(n >= 22, "cnn.txt: only %d cases", n);
+    fclose(f);
+}
+
+/* ---- dropout ------------------------------------------------------------- */
+
+static void test_dropout(void) {
+    dg_ctx *ctx = dg_ctx_new(DG_CPU);
+    dg_manual_seed(ctx, 7);
+    int64_t s[2] = { 200, 500 };
+    dg_tensor *x = dg_full(ctx, 2, s, 2.0f);
+    x->requires_grad = true;
+    CHECK(dg_dropout(x, 0.0f, true) == x);
+    CHECK(dg_dropout(x, 0.5f, false) == x);
+    dg_tensor *z = dg_dropout(x, 1.0f, true);
+    CHECK_NOT_NULL(z);
+    double sz = 0;
+    for (int64_t i = 0; i < dg_numel(z); i++) sz += fabs(dg_item_at(z, i));
+    CHECK_NEAR(sz, 0.0, 0, 0);
+    /* p = 0.3: about 30% zeros, the rest 2 / 0.7; the gradient is the mask */
+    dg_tensor *y = dg_dropout(x, 0.3f, true);
+    int64_t zeros = 0, n = dg_numel(y);
+    bool vals_ok = true;
+    for (int64_t i = 0; i < n; i++) {
+        float v = dg_item_at(y, i);
+        if (v == 0.0f) zeros++;
+        else if (fabsf(v - 2.0f / 0.7f) > 1e-5f) vals_ok = false;
+    }
+    CHECK(vals_ok);
+    double frac = (double)zeros / (double)n, sd = sqrt(0.3 * 0.7 / (double)n);
+    CHECKF(fabs(frac - 0.3) < 5 * sd, "dropout zero fraction %.4f, expected 0.3 +- %.4f", frac, 5 * sd);
+    CHECK(dg_backward(dg_sum(y)) == DG_OK);
+    bool grad_ok = true;
+    for (int64_t i = 0; i < n; i++) {
+        float g = dg_item_at(x->grad, i), v = dg_item_at(y, i);
+        if (g != (v == 0.0f ? 0.0f : 1.0f / 0.7f) && fabsf(g - 1.0f / 0.7f) > 1e-6f) grad_ok = false;
+    }
+    CHECK(grad_ok);
+    /* two calls draw different masks; the same seed gives the same mask */
+    dg_manual_seed(ctx, 99);
+    dg_tensor *a = dg_dropout(x, 0.5f, true), *b = dg_dropout(x, 0.5f, true);
+    dg_manual_seed(ctx, 99);
+    dg_tensor *a2 = dg_dropout(x, 0.5f, true);
+    int64_t diff = 0, same = 0;
+    for (int64_t i = 0; i < n; i++) {
+        diff += dg_item_at(a, i) != dg_item_at(b, i);
+        same += dg_item_at(a, i) == dg_item_at(a2, i);
+    }
+    CHECK(diff > n / 4);
+    CHECK_EQ_INT(same, n);
+    dg_clear_error();
+    CHECK(dg_dropout(x, 1.5f, true) == NULL);
+    CHECK_CONTAINS(dg_last_error(), "dg_dropout");
+    dg_clear_error();
+    dg_ctx_free(ctx);
+}
+
+/* ---- bad input --------------------------------------------------------------- */
+
+static void expect_err(dg_tensor *got, const char *sub1, const char *sub2) {
+    CHECK(got == NULL);
+    const char *e = dg_last_error();
+    CHECK_CONTAINS(e, sub1);
+    if (sub2) CHECK_CONTAINS(e, sub2);
+    CHECKF(!strchr(e, '\n'), "error is not one line: %s", e);
+    dg_clear_error();
+}
+
+static void test_errors(void) {
+    dg_ctx *ctx = dg_ctx_new(DG_CPU);
+    int64_t xs[4] = { 2, 3, 8, 8 }, ws[4] = { 4, 2, 3, 3 }, bigw[4] = { 4, 3, 9, 9 }, ws3[4] = { 4, 3, 3, 3 };
+    dg_tensor *x = dg_zeros(ctx, DG_F32, 4, xs);
+    expect_err(dg_conv2d(x, dg_zeros(ctx, DG_F32, 4, ws), NULL, NULL, NULL, NULL, 1),
+               "[2, 3, 8, 8]", "[4, 2, 3, 3]");
+    expect_err(dg_conv2d(x, dg_zeros(ctx, DG_F32, 4, bigw), NULL, NULL, NULL, NULL, 1),
+               "larger than the padded input", "[4, 3, 9, 9]");
+    int64_t bad_stride[2] = { 0, 1 };
+    expect_err(dg_conv2d(x, dg_zeros(ctx, DG_F32, 4, ws3), NULL, bad_stride, NULL, NULL, 1),
+               "dg_conv2d", "stride (0, 1)");
+    int64_t bs[1] = { 5 };
+    expect_err(dg_conv2d(x, dg_zeros(ctx, DG_F32, 4, ws3), dg_zeros(ctx, DG_F32, 1, bs), NULL, NULL,
+                         NULL, 1), "bias [5]", "[4, 3, 3, 3]");
+    expect_err(dg_conv2d(x, dg_zeros(ctx, DG_F32, 4, ws3), NULL, NULL, NULL, NULL, 2), "groups=2", NULL);
+    int64_t s2[2] = { 3, 8 };
+    expect_err(dg_conv2d(dg_zeros(ctx, DG_F32, 2, s2), dg_zeros(ctx, DG_F32, 4, ws3), NULL, NULL, NULL,
+                         NULL, 1), "4-D input", "[3, 8]");
+    int64_t k9[2] = { 9, 9 }, k2[2] = { 2, 2 }, p2[2] = { 2, 2 };
+    expect_err(dg_max_pool2d(x, k9, NULL, NULL), "dg_max_pool2d", "larger than the padded input");
+    expect_err(dg_avg_pool2d(x, k2, NULL, p2), "dg_avg_pool2d", "padding (2, 2)");
+    expect_err(dg_max_pool2d(x, k2, bad_stride, NULL), "stride (0, 1)", NULL);
+    int64_t c4[1] = { 4 };
+    expect_err(dg_batch_norm2d(x, NULL, NULL, dg_zeros(ctx, DG_F32, 1, c4), NULL, true, 0.1f, 1e-5f),
+               "weight [4]", "[2, 3, 8, 8]");
+    int64_t one[4] = { 1, 3, 1, 1 };
+    expect_err(dg_batch_norm2d(dg_zeros(ctx, DG_F32, 4, one), NULL, NULL, NULL, NULL, true, 0.1f, 1e-5f),
+               "more than 1 value per channel", NULL);
+    expect_err(dg_batch_norm2d(x, NULL, NULL, NULL, NULL, false, 0.1f, 1e-5f), "eval mode", NULL);
+    dg_ctx_free(ctx);
+}
+
+/* ---- modules ------------------------------------------------------------- */
+
+static void test_modules(void) {
+    dg_ctx *ctx = dg_ctx_new(DG_CPU);
+    dg_manual_seed(ctx, 3);
+    int64_t k5[2] = { 5, 5 }, k2[2] = { 2, 2 };
+    dg_module *mods[] = { dg_nn_conv2d(ctx, 1, 6, k5, NULL, NULL, NULL, 1, true),
+                          dg_nn_batch_norm2d(ctx, 6), dg_nn_max_pool2d(ctx, k2, NULL, NULL),
+                          dg_nn_relu(ctx), dg_nn_dropout(ctx, 0.25f), dg_nn_avg_pool2d(ctx, k2, NULL, NULL),
+                          dg_nn_flatten(ctx), dg_nn_linear(ctx, 6 * 2 * 2, 10, true) };
+    dg_module *net = dg_nn_sequential(ctx, 8, mods);
+    CHECK_NOT_NULL(net);
+    dg_tensor **ps, **bs;
+    CHECK_EQ_INT(dg_module_parameters(net, &ps), 6);
+    CHECK_EQ_INT(dg_module_buffers(net, &bs), 2);
+    CHECK_EQ_INT(dg_numel(ps[0]), 6 * 25);
+    /* kaiming bound 1/sqrt(25) */
+    float mx = 0;
+    for (int i = 0; i < 150; i++) mx = fmaxf(mx, fabsf(dg_item_at(ps[0], i)));
+    CHECK(mx <= 0.2f && mx > 0.15f);
+    CHECK_NEAR(dg_item_at(bs[1], 0), 1.0f, 0, 0);
+    int64_t xs[4] = { 4, 1, 12, 12 };
+    dg_tensor *x = dg_full(ctx, 4, xs, 0.5f);
+    for (int i = 0; i < 4 * 144; i++) ((float *)x->data)[i] = (float)sin(i * 0.37);
+    dg_tensor *y = dg_module_forward(net, x);
+    CHECK_NOT_NULL(y);
+    if (y) CHECK(y->ndim == 2 && y->shape[0] == 4 && y->shape[1] == 10);
+    CHECK(dg_item_at(bs[0], 0) != 0.0f);   /* running mean moved */
+    float rm = dg_item_at(bs[0], 0);
+    dg_module_train(net, false);
+    dg_tensor *y1 = dg_module_forward(net, x), *y2 = dg_module_forward(net, x);
+    CHECK(y1 && y2);
+    CHECK_NEAR(dg_item_at(bs[0], 0), rm, 0, 0);   /* eval: unchanged */
+    if (y1 && y2) CHECK_NEAR(dg_item_at(y1, 3), dg_item_at(y2, 3), 0, 0);   /* no dropout */
+    CHECK_CONTAINS(dg_module_name(mods[0]), "Conv2d(1, 6, kernel_size=(5, 5)");
+    dg_ctx_free(ctx);
+}
+
+int main(void) {
+    test_fixtures();
+    test_dropout();
+    test_errors();
+    test_modules();
+    return dgt_report("test_cnn_ref");
+}
