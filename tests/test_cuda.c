@@ -22,8 +22,10 @@
  *                                  the MLP against a 1-ulp perturbed start
  *        test_cuda --ops-only      ops, bad labels and optimizers, no MLP
  *                                  training (quick, for compute-sanitizer)
- *        test_cuda --bench [cpu|cuda]   steps/s of the MLP training step
- *                                       (batch 64, synthetic data on device)
+ *        test_cuda --bench [cpu|cuda|cuda-graph]   steps/s of the MLP training
+ *                                       step (batch 64, synthetic data on device);
+ *                                       cuda-graph: the step captured once after
+ *                                       the warm-up and replayed (dgrad/graph.h)
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -33,6 +35,7 @@
 #include <time.h>
 
 #include "dgrad/data.h"
+#include "dgrad/graph.h"
 #include "dgrad/nn.h"
 #include "dgrad/ops.h"
 #include "dgrad/optim.h"
@@ -582,8 +585,10 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* Data stays on the device (persistent tensors), as in the PyTorch
- * benchmark; the loss is read back only at the end of each window. */
-static int bench(dg_device dev) {
+ * benchmark; the loss is read back only at the end of each window.
+ * graph: after the warm-up the step is captured and each step is a replay
+ * (as PyTorch's CUDA-graph mode). */
+static int bench(dg_device dev, bool graph) {
     enum { B = 64, WARMUP = 100, WINDOWS = 7 };
     dg_clear_error();
     dg_ctx *probe = dg_ctx_new(dev);
@@ -603,12 +608,32 @@ static int bench(dg_device dev) {
     dg_tensor *yt = dg_tensor_persistent(m.ctx, DG_I32, 1, &ys);
     dg_tensor_copy_from_host(xt, x);
     dg_tensor_copy_from_host(yt, y);
-    int steps = dev == DG_CUDA ? 500 : 200;
+    int steps = dev == DG_CUDA ? (graph ? 2000 : 500) : 200;
     double rates[WINDOWS];
     float l = 0;
+    dg_graph *g = NULL;
+    dg_tensor *gloss = NULL;
     for (int w = -1; w < WINDOWS; w++) {
         int n = w < 0 ? WARMUP : steps;
+        if (graph && w == 0) {   /* capture after the eager warm-up */
+            dg_status st = dg_graph_begin_capture(m.ctx);
+            dg_tensor *loss = st ? NULL : dg_cross_entropy(dg_module_forward(m.model, xt), yt);
+            dg_optim_zero_grad(m.opt);
+            if (loss && dg_backward(loss) == DG_OK) dg_optim_step(m.opt);
+            if (st || dg_graph_end_capture(m.ctx, &g) != DG_OK || !loss) {
+                fprintf(stderr, "test_cuda --bench cuda-graph: %s\n", dg_last_error());
+                return 1;
+            }
+            gloss = dg_graph_output(g, loss);
+            dg_ctx_reset_step(m.ctx);
+        }
         double t0 = now_s();
+        if (g) {
+            for (int i = 0; i < n; i++) dg_graph_replay(g);   /* DG_ERR only while capturing */
+            l = dg_item(gloss);   /* waits for the device */
+            rates[w] = n / (now_s() - t0);
+            continue;
+        }
         for (int i = 0; i < n; i++) {
             dg_tensor *loss = dg_cross_entropy(dg_module_forward(m.model, xt), yt);
             dg_optim_zero_grad(m.opt);
@@ -621,11 +646,12 @@ static int bench(dg_device dev) {
     }
     qsort(rates, WINDOWS, sizeof rates[0], cmp_double);
     const char *chk = getenv("DG_CUDA_CHECK_LABELS");
-    printf("BENCH {\"impl\": \"dgrad\", \"device\": \"%s\", \"label_check\": %s, \"batch\": %d, "
-           "\"steps_per_s\": %.1f, \"min\": %.1f, \"max\": %.1f, \"final_loss\": %.4f}\n",
+    printf("BENCH {\"impl\": \"dgrad\", \"device\": \"%s\", \"label_check\": %s, \"graph\": %s, "
+           "\"batch\": %d, \"steps_per_s\": %.1f, \"min\": %.1f, \"max\": %.1f, \"final_loss\": %.4f}\n",
            dev == DG_CUDA ? "cuda" : "cpu",
-           dev == DG_CUDA && !(chk && !strcmp(chk, "0")) ? "true" : "false", B,
-           rates[WINDOWS / 2], rates[0], rates[WINDOWS - 1], l);
+           dev == DG_CUDA && !graph && !(chk && !strcmp(chk, "0")) ? "true" : "false",
+           graph ? "true" : "false", B, rates[WINDOWS / 2], rates[0], rates[WINDOWS - 1], l);
+    dg_graph_free(g);
     mlp_free(&m);
     free(teacher);
     free(x);
@@ -636,7 +662,8 @@ static int bench(dg_device dev) {
 
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--bench"))
-        return bench(argc > 2 && !strcmp(argv[2], "cpu") ? DG_CPU : DG_CUDA);
+        return bench(argc > 2 && !strcmp(argv[2], "cpu") ? DG_CPU : DG_CUDA,
+                     argc > 2 && !strcmp(argv[2], "cuda-graph"));
     if (argc > 1 && !strcmp(argv[1], "--expect-no-device")) {
         dg_ctx *ctx = dg_ctx_new(DG_CUDA);
         CHECKF(ctx == NULL, "dg_ctx_new(DG_CUDA) succeeded: this machine has a GPU");
@@ -660,7 +687,7 @@ int main(int argc, char **argv) {
         ops_only = true;
     } else if (argc > 1) {
         fprintf(stderr, "usage: test_cuda [--expect-no-device | --self-check | --ops-only | "
-                        "--bench [cpu|cuda]]\n");
+                        "--bench [cpu|cuda|cuda-graph]]\n");
         return 2;
     }
     if (g_dev == DG_CUDA) {

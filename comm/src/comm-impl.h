@@ -59,6 +59,20 @@ typedef struct dg_comm_backend {
     dg_status (*ibarrier)(dg_comm *c, dg_comm_request *r);
     /* Poll r once, driving progress; set *done. */
     dg_status (*test)(dg_comm *c, dg_comm_request *r, bool *done);
+
+    /* Optional, for device communicators (NULL otherwise). */
+    bool device;                  /* buffers may be GPU memory */
+    bool handles_avg;             /* computes DG_COMM_AVG itself: comm.c
+                                     does not divide on completion */
+    /* Stream-ordered all-reduce of a GPU buffer, after the work queued so
+     * far on the CUDA backend's stream; no request, nothing to wait for. */
+    dg_status (*dev_allreduce)(dg_comm *c, void *buf, size_t count,
+                               dg_comm_dtype dt, dg_comm_op op);
+    /* Make the CUDA backend's stream wait for every dev_allreduce so far
+     * (on the GPU; the host does not wait). Before that it waits, within
+     * the timeout, for the previous join's reductions to finish, so that a
+     * dead rank is noticed one step late rather than never. */
+    dg_status (*dev_join)(dg_comm *c);
 } dg_comm_backend;
 
 struct dg_comm {
@@ -83,5 +97,13 @@ extern const dg_comm_backend dg_comm_backend_local;
 #ifdef DG_HAVE_MPI
 extern const dg_comm_backend dg_comm_backend_mpi;
 #endif
+#ifdef DG_HAVE_NCCL
+extern const dg_comm_backend dg_comm_backend_nccl;   /* comm_nccl.c */
+#endif
+
+/* Device communicators (for ddp.c): the dev_* slots, checked. */
+dg_status dg__comm_dev_allreduce(dg_comm *c, void *buf, size_t count,
+                                 dg_comm_dtype dt, dg_comm_op op);
+dg_status dg__comm_dev_join(dg_comm *c);
 
 #endif /* DGRAD_COMM_IMPL_H */

@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "comm-impl.h"
+#include "impl.h"   /* dg__cuda_set_local_rank */
 
 #include <errno.h>
 #include <math.h>
@@ -86,6 +87,26 @@ static dg_status timeout_from_env(double *out) {
     return DG_OK;
 }
 
+#ifndef DG_HAVE_NCCL
+#ifdef DG_HAVE_CUDA
+#define DG_NCCL_MISSING "NCCL (not found at configure time; see DG_WITH_NCCL)"
+#else
+#define DG_NCCL_MISSING "CUDA"
+#endif
+#endif
+
+bool dg_comm_has_backend(const char *name) {
+    if (!name) return false;
+    if (strcmp(name, "local") == 0) return true;
+#ifdef DG_HAVE_MPI
+    if (strcmp(name, "mpi") == 0) return true;
+#endif
+#ifdef DG_HAVE_NCCL
+    if (strcmp(name, "nccl") == 0) return true;
+#endif
+    return false;
+}
+
 static dg_status pick_backend(const char *name, const dg_comm_backend **out) {
     *out = NULL;
     bool automatic = false;
@@ -118,9 +139,21 @@ static dg_status pick_backend(const char *name, const dg_comm_backend **out) {
                             "dgrad was built without MPI");
 #endif
     }
+    if (strcmp(name, "nccl") == 0) {
+#ifdef DG_HAVE_NCCL
+        *out = &dg_comm_backend_nccl;
+        return DG_OK;
+#else
+        return dg_set_error("dg_comm_init: backend \"nccl\" is not available: "
+                            "dgrad was built without %s", DG_NCCL_MISSING);
+#endif
+    }
     return dg_set_error("dg_comm_init: unknown backend \"%s\" (available: "
 #ifdef DG_HAVE_MPI
                         "mpi, "
+#endif
+#ifdef DG_HAVE_NCCL
+                        "nccl, "
 #endif
                         "local)", name);
 }
@@ -324,8 +357,24 @@ dg_status dg_comm_init(dg_comm **out, const char *backend) {
         return DG_ERR;
     }
     DG_ASSERT(c->size >= 1 && c->rank >= 0 && c->rank < c->size);
+    /* An MPI that does not belong to the launcher (an Open MPI binary under
+     * MPICH's mpiexec, say) comes up as N separate worlds of one: refuse. */
+    const char *var = NULL;
+    long announced = launcher_world_size(&var);
+    if (strcmp(dg_comm_backend_name(c), "mpi") == 0 && announced > 1 && announced != c->size) {
+        dg_set_error("dg_comm_init: the launcher started %ld ranks (%s) but %s sees a world of %d; "
+                     "is the program built against the MPI of the launcher?",
+                     announced, var, dg_comm_backend_name(c), c->size);
+        dg_comm_free(c);
+        return DG_ERR;
+    }
     DG_ASSERT(c->local_size >= 1 && c->local_rank >= 0 && c->local_rank < c->local_size);
     DG_ASSERT(c->node_count >= 1 && c->node >= 0 && c->node < c->node_count);
+#ifdef DG_HAVE_CUDA
+    /* a CUDA context made later picks the GPU of this local rank when the
+     * launcher says nothing (MPICH, say) */
+    dg__cuda_set_local_rank(c->local_rank);
+#endif
     *out = c;
     return DG_OK;
 }
@@ -354,6 +403,7 @@ int dg_comm_node(const dg_comm *comm) { DG_ASSERT(comm); return comm->node; }
 int dg_comm_node_count(const dg_comm *comm) { DG_ASSERT(comm); return comm->node_count; }
 const char *dg_comm_backend_name(const dg_comm *comm) { DG_ASSERT(comm); return comm->be->name; }
 bool dg_comm_failed(const dg_comm *comm) { DG_ASSERT(comm); return comm->failed; }
+bool dg_comm_is_device(const dg_comm *comm) { DG_ASSERT(comm); return comm->be->device; }
 
 void dg_comm_set_timeout(dg_comm *comm, double seconds) {
     DG_ASSERT(comm);
@@ -399,7 +449,7 @@ static dg_status start_allreduce(dg_comm *c, const char *what, void *buf,
     if (count && !buf) return dg_set_error("%s: buf is NULL", what);
     dg_comm_request *r = req_acquire(c, what);
     if (!r) return DG_ERR;
-    if (op == DG_COMM_AVG) {
+    if (op == DG_COMM_AVG && !c->be->handles_avg) {
         r->avg_buf = buf;
         r->avg_count = count;
         r->dtype = dt;
@@ -463,7 +513,7 @@ static dg_status start_reduce_scatter(dg_comm *c, const char *what,
         return dg_set_error("%s: send overlaps recv (pass send = NULL for in place)", what);
     dg_comm_request *r = req_acquire(c, what);
     if (!r) return DG_ERR;
-    if (op == DG_COMM_AVG) {
+    if (op == DG_COMM_AVG && !c->be->handles_avg) {
         r->avg_buf = recv;
         r->avg_count = count;
         r->dtype = dt;
@@ -572,4 +622,25 @@ dg_status dg_comm_barrier(dg_comm *comm) {
     dg_comm_request *r;
     if (start_barrier(comm, "dg_comm_barrier", &r) != DG_OK) return DG_ERR;
     return wait_until_done(comm, r);
+}
+
+/* ---- device communicators (ddp.c) ------------------------------------ */
+
+dg_status dg__comm_dev_allreduce(dg_comm *c, void *buf, size_t count, dg_comm_dtype dt,
+                                 dg_comm_op op) {
+    const char *what = "dg_comm (device all-reduce)";
+    DG_ASSERT(c && c->be->dev_allreduce);
+    if (c->failed)
+        return dg_set_error("%s: communicator failed earlier: %s", what, c->failed_msg);
+    if (check_common(c, what, dt, count, 1) != DG_OK || check_op(what, op) != DG_OK)
+        return DG_ERR;
+    return c->be->dev_allreduce(c, buf, count, dt, op);
+}
+
+dg_status dg__comm_dev_join(dg_comm *c) {
+    DG_ASSERT(c && c->be->dev_join);
+    if (c->failed)
+        return dg_set_error("dg_comm (device join): communicator failed earlier: %s",
+                            c->failed_msg);
+    return c->be->dev_join(c);
 }

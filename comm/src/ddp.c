@@ -1,6 +1,24 @@
-/* ddp.c - bucketed gradient all-reduce, overlapped with backward. */
+/* ddp.c - bucketed gradient all-reduce, overlapped with backward.
+ *
+ * Three paths, chosen at dg_ddp_new from the context's device and the
+ * communicator:
+ *  - host: CPU tensors; each bucket is reduced in place in the gradient
+ *    buffer with dg_comm_iallreduce;
+ *  - device: GPU tensors and a device communicator (NCCL); each bucket is
+ *    reduced in place on the GPU, stream-ordered: the all-reduce waits on
+ *    the GPU for the backward kernels queued before it and the next ops wait
+ *    for it (dev_join), so the host never blocks on the GPU;
+ *  - staged: GPU tensors and a host communicator (MPI that is not
+ *    CUDA-aware, or local): each ready bucket is copied asynchronously into
+ *    a pinned host copy of the gradient buffer, reduced there once its copy
+ *    has landed, and copied back after backward. Correct and simple, but it
+ *    serializes: the host waits for each copy and for every reduction, and
+ *    the copy back runs after all of them.
+ */
 #define _POSIX_C_SOURCE 200809L
 #include "dgrad/ddp.h"
+#include "comm-impl.h"   /* dg__comm_dev_*: device communicators */
+#include "impl.h"        /* the backend's pinned memory and events */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +31,10 @@ typedef struct {
     int pending;                /* parameters whose gradient is not final yet */
     bool launched;
     dg_comm_request *req;
+    void *ev;                   /* staged: marks its copy to the host */
 } bucket;
+
+typedef enum { PATH_HOST, PATH_DEVICE, PATH_STAGED } ddp_path;
 
 struct dg_ddp {
     dg_ctx *ctx;
@@ -28,6 +49,10 @@ struct dg_ddp {
     double t_first_launch;
     dg_ddp_stats stats;
     dg_timeline *tl;            /* optional: spans of backward and all-reduces */
+    ddp_path path;
+    const dg_backend *be;       /* the context's backend */
+    float *stage;               /* staged: pinned copy of the gradient buffer */
+    int next_stage;             /* staged: buckets copied to stage, in order */
 };
 
 static double now(void) {
@@ -118,15 +143,39 @@ static void reset_step(dg_ddp *d) {
         b->req = NULL;
     }
     d->next_launch = 0;
+    d->next_stage = 0;
+}
+
+/* Staged path: queue the copies of the ready buckets to the host, in order. */
+static void stage_ready(dg_ddp *d, bool all) {
+    float *g = dg_ctx_grad_buffer(d->ctx, NULL);
+    while (d->next_stage < d->nbuckets) {
+        bucket *b = &d->buckets[d->next_stage];
+        if (!all && b->pending > 0) break;
+        d->be->to_host_async(d->stage + b->offset, g + b->offset, b->count * sizeof(float));
+        d->be->event_record(b->ev);
+        d->next_stage++;
+    }
 }
 
 static void launch_ready(dg_ddp *d, bool all) {
     float *g = dg_ctx_grad_buffer(d->ctx, NULL);
+    if (d->path == PATH_STAGED) stage_ready(d, all);
     while (!d->failed && d->next_launch < d->nbuckets) {
         bucket *b = &d->buckets[d->next_launch];
         if (!all && b->pending > 0) break;
+        if (d->path == PATH_STAGED && !d->be->event_done(b->ev)) {
+            if (!all) break;   /* its copy has not landed yet: a later hook */
+            d->be->event_wait(b->ev);
+        }
         if (d->next_launch == 0) d->t_first_launch = now();
-        if (dg_comm_iallreduce(d->comm, g + b->offset, b->count, DG_COMM_F32, DG_COMM_AVG, &b->req)) {
+        dg_status st;
+        if (d->path == PATH_DEVICE)
+            st = dg__comm_dev_allreduce(d->comm, g + b->offset, b->count, DG_COMM_F32, DG_COMM_AVG);
+        else
+            st = dg_comm_iallreduce(d->comm, (d->path == PATH_STAGED ? d->stage : g) + b->offset,
+                                    b->count, DG_COMM_F32, DG_COMM_AVG, &b->req);
+        if (st) {
             d->failed = true;
             break;
         }
@@ -146,7 +195,36 @@ static void on_grad_ready(dg_tensor *param, void *user) {
         launch_ready(d, false);
         d->stats.overlapped_buckets += d->next_launch - before;
     }
-    if (!d->failed && dg_comm_progress(d->comm)) d->failed = true;
+    if (!d->failed && d->path != PATH_DEVICE && dg_comm_progress(d->comm)) d->failed = true;
+}
+
+/* Broadcast n floats of the context's memory at p from rank 0. */
+static dg_status broadcast_floats(dg_ddp *d, float *p, size_t n) {
+    if (d->path != PATH_STAGED) return dg_comm_broadcast(d->comm, p, n, DG_COMM_F32, 0);
+    float *h = malloc((n ? n : 1) * sizeof *h);
+    if (!h) return dg_set_error("dg_ddp: out of memory staging %zu floats", n);
+    d->be->to_host(h, p, n * sizeof *h);
+    dg_status st = dg_comm_broadcast(d->comm, h, n, DG_COMM_F32, 0);
+    if (st == DG_OK) d->be->from_host(p, h, n * sizeof *h);   /* pageable: copied before return */
+    free(h);
+    return st;
+}
+
+/* Staged path: the pinned buffer and one event per bucket. */
+static dg_status stage_new(dg_ddp *d) {
+    size_t n;
+    (void)dg_ctx_grad_buffer(d->ctx, &n);
+    d->stage = d->be->alloc_host((n ? n : 1) * sizeof(float));
+    if (!d->stage) return DG_ERR;
+    for (int k = 0; k < d->nbuckets; k++) d->buckets[k].ev = d->be->event_new();
+    return DG_OK;
+}
+
+static void stage_free(dg_ddp *d) {
+    if (d->path != PATH_STAGED) return;
+    if (d->stage) d->be->free_host(d->stage);   /* waits for the stream */
+    for (int k = 0; k < d->nbuckets; k++) d->be->event_free(d->buckets[k].ev);
+    d->stage = NULL;
 }
 
 dg_status dg_ddp_new(dg_ddp **out, dg_ctx *ctx, dg_comm *comm, dg_ddp_opts opts) {
@@ -159,17 +237,35 @@ dg_status dg_ddp_new(dg_ddp **out, dg_ctx *ctx, dg_comm *comm, dg_ddp_opts opts)
     d->ctx = ctx;
     d->comm = comm;
     d->opts = opts;
+    d->be = dg_backend_get(dg_ctx_device(ctx));
+    d->path = dg_ctx_device(ctx) == DG_CPU ? PATH_HOST
+              : dg_comm_is_device(comm)    ? PATH_DEVICE
+                                           : PATH_STAGED;
+    if (d->path == PATH_STAGED &&
+        !(d->be->alloc_host && d->be->to_host_async && d->be->event_new)) {
+        dg_set_error("dg_ddp_new: the %s backend cannot stage gradients through the host "
+                     "for the %s communicator", d->be->name, dg_comm_backend_name(comm));
+        free(d);
+        return DG_ERR;
+    }
     if (check_same_params(d)) {
         free(d);
         return DG_ERR;
     }
     size_t n;
     float *p = dg_ctx_param_buffer(ctx, &n);
-    if (n && dg_comm_broadcast(comm, p, n, DG_COMM_F32, 0)) {
+    if (n && broadcast_floats(d, p, n)) {
         free(d);
         return DG_ERR;
     }
     build_buckets(d);
+    if (d->path == PATH_STAGED && stage_new(d)) {
+        stage_free(d);
+        free(d->buckets);
+        free(d->bucket_of);
+        free(d);
+        return DG_ERR;
+    }
     reset_step(d);
     dg_ctx_set_grad_ready_hook(ctx, on_grad_ready, d);
     *out = d;
@@ -179,6 +275,7 @@ dg_status dg_ddp_new(dg_ddp **out, dg_ctx *ctx, dg_comm *comm, dg_ddp_opts opts)
 void dg_ddp_free(dg_ddp *d) {
     if (!d) return;
     dg_ctx_set_grad_ready_hook(d->ctx, NULL, NULL);
+    stage_free(d);
     free(d->buckets);
     free(d->bucket_of);
     free(d);
@@ -195,10 +292,20 @@ dg_status dg_ddp_backward(dg_ddp *d, dg_tensor *loss) {
     double t0 = now();
     dg_timeline_begin(d->tl, "allreduce_wait", DG_TIMELINE_COMPUTE);
     launch_ready(d, true);   /* buckets with unused parameters, or overlap off */
+    if (d->path == PATH_DEVICE && !d->failed && dg__comm_dev_join(d->comm)) d->failed = true;
     for (int k = 0; k < d->nbuckets && !d->failed; k++) {
-        if (!d->buckets[k].launched) continue;
-        if (dg_comm_wait(d->buckets[k].req)) d->failed = true;
+        bucket *b = &d->buckets[k];
+        if (!b->launched) continue;
+        if (d->path != PATH_DEVICE && dg_comm_wait(b->req)) d->failed = true;
         dg_timeline_end(d->tl, DG_TIMELINE_COMM + k);
+    }
+    if (d->path == PATH_STAGED && !d->failed) {
+        /* back to the device, queued; the next step's copies to the host
+         * come after these on the stream, so stage is not overwritten early */
+        float *g = dg_ctx_grad_buffer(d->ctx, NULL);
+        for (int k = 0; k < d->nbuckets; k++)
+            d->be->from_host(g + d->buckets[k].offset, d->stage + d->buckets[k].offset,
+                             d->buckets[k].count * sizeof(float));
     }
     dg_timeline_end(d->tl, DG_TIMELINE_COMPUTE);
     if (d->failed) return dg_set_error("dg_ddp_backward: gradient all-reduce failed");
@@ -216,7 +323,9 @@ void dg_ddp_set_timeline(dg_ddp *d, dg_timeline *tl) { d->tl = tl; }
 dg_status dg_ddp_broadcast_tensor(dg_ddp *d, dg_tensor *t) {
     if (!dg_is_contiguous(t) || t->dtype != DG_F32)
         return dg_set_error("dg_ddp_broadcast_tensor: need a contiguous float32 tensor");
-    return dg_comm_broadcast(d->comm, t->data, (size_t)dg_numel(t), DG_COMM_F32, 0);
+    if (t->ctx != d->ctx)
+        return dg_set_error("dg_ddp_broadcast_tensor: the tensor belongs to another context");
+    return broadcast_floats(d, t->data, (size_t)dg_numel(t));
 }
 
 void dg_ddp_get_stats(const dg_ddp *d, dg_ddp_stats *s) { *s = d->stats; }

@@ -8,13 +8,21 @@
  *
  * Device: env DG_DEVICE if set (an index < the device count, else init
  * fails), else LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID
- * (first one set) modulo the device count, else device 0.
+ * (first one set) modulo the device count, else the local rank that a
+ * communicator created before the first CUDA context reported
+ * (dg__cuda_set_local_rank) modulo the count, else device 0.
+ *
+ * Graph capture (graph.c): cuBLAS gets a fixed workspace at init, so gemms
+ * never allocate; while capturing, calls that would synchronize or
+ * allocate abort with a message, and the cross-entropy label check (a read
+ * back) is skipped.
  *
  * Math: full FP32. cuBLAS runs in CUBLAS_DEFAULT_MATH (no TF32) and the .cu
  * files build with --fmad=false and IEEE div/sqrt, so elementwise kernels
  * round like the CPU backend; expf/logf and summation order differ, so
  * results match the CPU within ~1e-5 relative, not bit for bit. */
 #include "cuda-impl.h"
+#include "cnn-impl.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -22,11 +30,16 @@
 #include <string.h>
 
 dg_cuda_state dg__cuda;
+thread_local bool dg__cuda_capturing;
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static bool g_ok;
 static char g_msg[256];
 static thread_local bool t_bound;
+static int g_local_rank_hint = -1;
+
+/* cuBLAS's recommended workspace on Hopper (4 MiB is enough before it). */
+#define DG_CUBLAS_WORKSPACE ((size_t)32 << 20)
 
 void dg__cuda_fail(const char *call, const char *err, const char *file, int line) {
     fflush(stdout);
@@ -69,8 +82,13 @@ static int choose_device(int count) {
         s = getenv(ranks[i]);
         if (s && *s && parse_index(s, &v)) return (int)(v % count);
     }
+    if (g_local_rank_hint >= 0) return g_local_rank_hint % count;
     return 0;
 }
+
+extern "C" void dg__cuda_set_local_rank(int local_rank) { g_local_rank_hint = local_rank; }
+extern "C" void *dg__cuda_stream(void) { return (void *)dg__cuda.stream; }
+extern "C" int dg__cuda_device(void) { return dg__cuda.device; }
 
 #define INIT_TRY(call)                                                                   \
     do {                                                                                 \
@@ -102,6 +120,10 @@ static void init_once(void) {
     cublasStatus_t st = cublasCreate(&s->cublas);
     if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetStream(s->cublas, s->stream);
     if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetMathMode(s->cublas, CUBLAS_DEFAULT_MATH);
+    if (st == CUBLAS_STATUS_SUCCESS) {
+        INIT_TRY(cudaMalloc(&s->cublas_ws, DG_CUBLAS_WORKSPACE));
+        st = cublasSetWorkspace(s->cublas, s->cublas_ws, DG_CUBLAS_WORKSPACE);
+    }
     if (st != CUBLAS_STATUS_SUCCESS) {
         snprintf(g_msg, sizeof g_msg, "dg_ctx_new: CUDA init failed: cuBLAS: %s",
                  cublasGetStatusString(st));
@@ -125,6 +147,7 @@ static bool cuda_init(void) {
 /* ---- memory -------------------------------------------------------------------- */
 
 static void *cuda_alloc(size_t n) {
+    dg__cuda_no_capture("cudaMalloc");
     dg__cuda_bind();
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, n ? n : 1);
@@ -138,6 +161,7 @@ static void *cuda_alloc(size_t n) {
 
 static void cuda_free(void *p) {
     if (!p) return;
+    dg__cuda_no_capture("cudaFree");
     dg__cuda_bind();
     cudaCheck(cudaStreamSynchronize(dg__cuda.stream));   /* queued kernels may still use p */
     cudaCheck(cudaFree(p));
@@ -145,6 +169,7 @@ static void cuda_free(void *p) {
 
 static void cuda_to_host(void *dst, const void *src, size_t n) {
     if (!n) return;
+    dg__cuda_no_capture("to_host (a device-to-host read)");
     dg__cuda_bind();
     cudaCheck(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, dg__cuda.stream));
     cudaCheck(cudaStreamSynchronize(dg__cuda.stream));
@@ -173,8 +198,122 @@ static void cuda_memset0(void *dst, size_t n) {
 }
 
 static void cuda_synchronize(void) {
+    dg__cuda_no_capture("cudaStreamSynchronize");
     dg__cuda_bind();
     cudaCheck(cudaStreamSynchronize(dg__cuda.stream));
+}
+
+/* ---- pinned host memory and events ----------------------------------------------- */
+
+static void *cuda_alloc_host(size_t n) {
+    dg__cuda_no_capture("cudaMallocHost");
+    dg__cuda_bind();
+    void *p = NULL;
+    cudaError_t e = cudaMallocHost(&p, n ? n : 1);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        dg_set_error("cuda: cudaMallocHost of %zu bytes failed: %s", n, cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_free_host(void *p) {
+    if (!p) return;
+    dg__cuda_no_capture("cudaFreeHost");
+    dg__cuda_bind();
+    cudaCheck(cudaStreamSynchronize(dg__cuda.stream));   /* a queued copy may still read p */
+    cudaCheck(cudaFreeHost(p));
+}
+
+static void cuda_to_host_async(void *dst, const void *src, size_t n) {
+    if (!n) return;
+    dg__cuda_bind();
+    cudaCheck(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, dg__cuda.stream));
+}
+
+static void *cuda_event_new(void) {
+    dg__cuda_bind();
+    cudaEvent_t e;
+    cudaCheck(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return (void *)e;
+}
+
+static void cuda_event_free(void *ev) {
+    if (ev) cudaCheck(cudaEventDestroy((cudaEvent_t)ev));
+}
+
+static void cuda_event_record(void *ev) {
+    dg__cuda_bind();
+    cudaCheck(cudaEventRecord((cudaEvent_t)ev, dg__cuda.stream));
+}
+
+static bool cuda_event_done(void *ev) {
+    cudaError_t e = cudaEventQuery((cudaEvent_t)ev);
+    if (e == cudaErrorNotReady) {
+        (void)cudaGetLastError();   /* not an error: do not leave it for the next check */
+        return false;
+    }
+    cudaCheck(e);
+    return true;
+}
+
+static void cuda_event_wait(void *ev) {
+    dg__cuda_no_capture("cudaEventSynchronize");
+    cudaCheck(cudaEventSynchronize((cudaEvent_t)ev));
+}
+
+/* ---- graphs ----------------------------------------------------------------------- */
+
+static bool cuda_capture_begin(void) {
+    DG_ASSERT(!dg__cuda_capturing);
+    dg__cuda_bind();
+    /* thread-local: other threads may still allocate and synchronize */
+    cudaError_t e = cudaStreamBeginCapture(dg__cuda.stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        dg_set_error("dg_graph_begin_capture: cudaStreamBeginCapture: %s", cudaGetErrorString(e));
+        return false;
+    }
+    dg__cuda_capturing = true;
+    return true;
+}
+
+static void *cuda_capture_end(void) {
+    DG_ASSERT(dg__cuda_capturing);
+    dg__cuda_bind();
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(dg__cuda.stream, &g);
+    dg__cuda_capturing = false;
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        dg_set_error("dg_graph_end_capture: cudaStreamEndCapture: %s", cudaGetErrorString(e));
+        if (g) cudaCheck(cudaGraphDestroy(g));
+        return NULL;
+    }
+    cudaGraphExec_t x = NULL;
+    e = cudaGraphInstantiate(&x, g, 0);
+    cudaCheck(cudaGraphDestroy(g));
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        dg_set_error("dg_graph_end_capture: cudaGraphInstantiate: %s", cudaGetErrorString(e));
+        return NULL;
+    }
+    cudaCheck(cudaGraphUpload(x, dg__cuda.stream));
+    return (void *)x;
+}
+
+static void cuda_graph_launch(void *exec) {
+    dg__cuda_bind();
+    cudaCheck(cudaGraphLaunch((cudaGraphExec_t)exec, dg__cuda.stream));
+}
+
+static void cuda_graph_free(void *exec) {
+    if (!exec) return;
+    dg__cuda_no_capture("cudaGraphExecDestroy");
+    dg__cuda_bind();
+    cudaCheck(cudaStreamSynchronize(dg__cuda.stream));
+    cudaCheck(cudaGraphExecDestroy((cudaGraphExec_t)exec));
 }
 
 /* ---- gemm ------------------------------------------------------------------------ */
@@ -223,4 +362,27 @@ extern "C" const dg_backend dg_backend_cuda = {
     .argmax = dg__cuda_argmax,
     .sgd_step = dg__cuda_sgd_step,
     .adam_step = dg__cuda_adam_step,
+    .alloc_host = cuda_alloc_host,
+    .free_host = cuda_free_host,
+    .to_host_async = cuda_to_host_async,
+    .event_new = cuda_event_new,
+    .event_free = cuda_event_free,
+    .event_record = cuda_event_record,
+    .event_done = cuda_event_done,
+    .event_wait = cuda_event_wait,
+    .capture_begin = cuda_capture_begin,
+    .capture_end = cuda_capture_end,
+    .graph_launch = cuda_graph_launch,
+    .graph_free = cuda_graph_free,
+    .adam_step_dev = dg__cuda_adam_step_dev,
+    .im2col = dg__cuda_im2col,
+    .col2im = dg__cuda_col2im,
+    .maxpool_fwd = dg__cuda_maxpool_fwd,
+    .maxpool_bwd = dg__cuda_maxpool_bwd,
+    .avgpool_fwd = dg__cuda_avgpool_fwd,
+    .avgpool_bwd = dg__cuda_avgpool_bwd,
+    .dropout_mask = dg__cuda_dropout_mask,
+    .bn_stats = dg__cuda_bn_stats,
+    .bn_fwd = dg__cuda_bn_fwd,
+    .bn_bwd = dg__cuda_bn_bwd,
 };

@@ -22,9 +22,13 @@ typedef struct {
     long long *ce_flag;        /* device: first bad cross-entropy label, or -1 */
     long long *ce_flag_host;   /* pinned host copy of ce_flag */
     bool check_labels;         /* DG_CUDA_CHECK_LABELS != 0 */
+    void *cublas_ws;           /* fixed cuBLAS workspace (graph capture) */
 } dg_cuda_state;
 
 extern dg_cuda_state dg__cuda;
+/* This thread is capturing a graph on the stream (the capture is
+ * thread-local: other threads may still allocate and synchronize). */
+extern thread_local bool dg__cuda_capturing;
 
 /* A CUDA or cuBLAS failure after init means the device is unusable (most
  * CUDA errors are sticky): print the call, the error and file:line, and
@@ -43,6 +47,16 @@ void dg__cuda_fail(const char *call, const char *err, const char *file, int line
         cublasStatus_t dg_s_ = (call);                                             \
         if (dg_s_ != CUBLAS_STATUS_SUCCESS)                                        \
             dg__cuda_fail(#call, cublasGetStatusString(dg_s_), __FILE__, __LINE__); \
+    } while (0)
+
+/* Calls that wait for the device or (de)allocate are not allowed inside a
+ * graph capture: fail with a message that says so. */
+#define dg__cuda_no_capture(what)                                                    \
+    do {                                                                             \
+        if (dg__cuda_capturing)                                                      \
+            dg__cuda_fail(what, "not allowed inside a CUDA graph capture (a host "   \
+                          "read such as dg_item, a device allocation or a free in "  \
+                          "the captured step; see dgrad/graph.h)", __FILE__, __LINE__); \
     } while (0)
 
 /* After every kernel launch. */
@@ -75,6 +89,9 @@ void dg__cuda_sgd_step(float *p, const float *g, float *buf, int64_t n, float lr
 void dg__cuda_adam_step(float *p, const float *g, float *m, float *v, float *vmax, int64_t n,
                         float lr, float beta1, float beta2, float eps, float weight_decay,
                         bool decoupled, double step_size, double bc2_sqrt);
+void dg__cuda_adam_step_dev(float *p, const float *g, float *m, float *v, float *vmax, int64_t n,
+                            float beta1, float beta2, float eps, float weight_decay,
+                            bool decoupled, const float *consts);
 /* c[i*ldc + j] = beta == 0 ? 0 : beta * c[...] over m x n (gemm with k = 0) */
 void dg__cuda_scale_matrix(float *c, int64_t m, int64_t n, int64_t ldc, float beta);
 

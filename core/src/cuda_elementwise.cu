@@ -195,7 +195,9 @@ void dg__cuda_sgd_step(float *p, const float *g, float *buf, int64_t n, float lr
     cudaCheckLaunch();
 }
 
-/* Constants are rounded on the host exactly as backend_cpu.c does. */
+/* Constants are rounded on the host exactly as backend_cpu.c does. With dk
+ * (adam_step_dev, graph capture) ss, bc2 and decay come from device memory
+ * instead, rounded the same way on the host before each replay. */
 typedef struct {
     float beta1, beta2, omb1, omb2, ss, bc2, decay, l2, eps;
     bool decay_p;
@@ -203,7 +205,13 @@ typedef struct {
 
 __global__ void adam_kernel(float *__restrict__ p, const float *__restrict__ g,
                             float *__restrict__ m, float *__restrict__ v,
-                            float *__restrict__ vmax, int64_t n, adam_consts k) {
+                            float *__restrict__ vmax, int64_t n, adam_consts k,
+                            const float *__restrict__ dk) {
+    if (dk) {
+        k.ss = dk[0];
+        k.bc2 = dk[1];
+        k.decay = dk[2];
+    }
     GRID_STRIDE(i, n) {
         float pi = p[i];
         if (k.decay_p) pi = pi * k.decay;
@@ -238,6 +246,26 @@ void dg__cuda_adam_step(float *p, const float *g, float *m, float *v, float *vma
     k.eps = eps;
     k.decay_p = decoupled && weight_decay != 0.0f;
     adam_kernel<<<dg__cuda_blocks(n, DG_CUDA_BLOCK), DG_CUDA_BLOCK, 0, dg__cuda.stream>>>(
-        p, g, m, v, vmax, n, k);
+        p, g, m, v, vmax, n, k, nullptr);
+    cudaCheckLaunch();
+}
+
+void dg__cuda_adam_step_dev(float *p, const float *g, float *m, float *v, float *vmax, int64_t n,
+                            float beta1, float beta2, float eps, float weight_decay,
+                            bool decoupled, const float *consts) {
+    if (n <= 0) return;
+    DG_ASSERT(consts != NULL);
+    dg__cuda_bind();
+    adam_consts k;
+    k.beta1 = beta1;
+    k.beta2 = beta2;
+    k.omb1 = (float)(1.0 - (double)beta1);
+    k.omb2 = (float)(1.0 - (double)beta2);
+    k.ss = k.bc2 = k.decay = 0.0f;   /* from consts */
+    k.l2 = decoupled ? 0.0f : weight_decay;
+    k.eps = eps;
+    k.decay_p = decoupled && weight_decay != 0.0f;
+    adam_kernel<<<dg__cuda_blocks(n, DG_CUDA_BLOCK), DG_CUDA_BLOCK, 0, dg__cuda.stream>>>(
+        p, g, m, v, vmax, n, k, consts);
     cudaCheckLaunch();
 }

@@ -279,7 +279,7 @@ int64_t dg__cuda_cross_entropy(float *loss, float *count, float *lse, const floa
     ce_finish_kernel<<<1, 1024, 0, st>>>(loss, count, dg__cuda.ce_flag, lse, logits, target, n, c,
                                          ignore_index);
     cudaCheckLaunch();
-    if (!dg__cuda.check_labels) return -1;
+    if (!dg__cuda.check_labels || dg__cuda_capturing) return -1;   /* see dgrad/graph.h */
     cudaCheck(cudaMemcpyAsync(dg__cuda.ce_flag_host, dg__cuda.ce_flag, sizeof(long long),
                               cudaMemcpyDeviceToHost, st));
     cudaCheck(cudaStreamSynchronize(st));

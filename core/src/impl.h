@@ -37,6 +37,8 @@ typedef enum {
     DG_UN_ADD_SCALAR, /* a + alpha */
 } dg_unop;
 
+struct dg_conv_geom;   /* below, with the convolution slots */
+
 typedef struct dg_backend {
     const char *name;
     dg_device device;
@@ -101,7 +103,87 @@ typedef struct dg_backend {
                       int64_t n, float lr, float beta1, float beta2, float eps,
                       float weight_decay, bool decoupled, double step_size,
                       double bc2_sqrt);
+
+    /* ---- optional slots: NULL on the CPU; callers check ---------------- */
+
+    /* Page-locked ("pinned") host memory: copies from it (from_host) and
+     * into it (to_host_async) run asynchronously on the stream. NULL and
+     * an error on failure. */
+    void *(*alloc_host)(size_t nbytes);
+    void (*free_host)(void *p);
+    /* Queue a device-to-host copy into pinned dst and return at once; dst
+     * holds the data once an event recorded afterwards is done. */
+    void (*to_host_async)(void *dst, const void *src, size_t nbytes);
+
+    /* Events mark a point in the stream: event_record marks the work queued
+     * so far, event_done polls it, event_wait blocks the host until it has
+     * run. An event that was never recorded is done. */
+    void *(*event_new)(void);
+    void (*event_free)(void *ev);
+    void (*event_record)(void *ev);
+    bool (*event_done)(void *ev);
+    void (*event_wait)(void *ev);
+
+    /* Graphs (graph.c): between capture_begin and capture_end the work
+     * queued on the stream is recorded instead of run. capture_end returns
+     * an executable graph, or NULL and an error; graph_launch queues one
+     * replay; graph_free waits for the stream and releases the graph.
+     * capture_begin returns false and sets an error on failure. */
+    bool (*capture_begin)(void);
+    void *(*capture_end)(void);
+    void (*graph_launch)(void *exec);
+    void (*graph_free)(void *exec);
+
+    /* adam_step with the constants that change every step read from device
+     * memory when the kernel runs, so a replayed graph sees each step's:
+     * consts[0] = (float)-step_size, consts[1] = (float)bc2_sqrt,
+     * consts[2] = (float)(1 - lr * weight_decay) (adam_step's roundings). */
+    void (*adam_step_dev)(float *p, const float *g, float *m, float *v, float *vmax,
+                          int64_t n, float beta1, float beta2, float eps, float weight_decay,
+                          bool decoupled, const float *consts);
+
+    /* ---- convolutional nets (ops_cnn.c): CPU in conv_cpu.c, CUDA in
+     * cuda_conv.cu. Shapes use dg_conv_geom (below); images are NCHW. ---- */
+    /* col [c*kh*kw, n*oh*ow] = the patches of x [n, c, h, w]. */
+    void (*im2col)(float *col, const float *x, const struct dg_conv_geom *g);
+    /* x [n, c, h, w] (+)= the patches col [c*kh*kw, n*oh*ow] folded back. */
+    void (*col2im)(float *x, const float *col, const struct dg_conv_geom *g, bool acc);
+    /* Max pooling: out and idx [n, c, oh, ow]; idx = h*w index of the max
+     * in its input plane (first one on ties, NaN wins; padding is -inf). */
+    void (*maxpool_fwd)(float *out, int32_t *idx, const float *x, const struct dg_conv_geom *g);
+    /* dx [n, c, h, w] (+)= dout routed to idx. */
+    void (*maxpool_bwd)(float *dx, const float *dout, const int32_t *idx,
+                        const struct dg_conv_geom *g, bool acc);
+    /* Average pooling, count_include_pad=True (divisor kh*kw). */
+    void (*avgpool_fwd)(float *out, const float *x, const struct dg_conv_geom *g);
+    void (*avgpool_bwd)(float *dx, const float *dout, const struct dg_conv_geom *g, bool acc);
+    /* mask[i] = 0 with probability p, else 1/(1-p); a counter-based hash of
+     * (seed, i), the same numbers on every backend. */
+    void (*dropout_mask)(float *mask, int64_t n, float p, uint64_t seed);
+    /* Batch norm over x [n, c, hw], per channel. training: mean and invstd
+     * from the batch (biased variance), and when run_mean is not NULL the
+     * running stats move by momentum (unbiased variance); else mean =
+     * run_mean and invstd = 1/sqrt(run_var + eps). */
+    void (*bn_stats)(float *mean, float *invstd, float *run_mean, float *run_var,
+                     const float *x, int64_t n, int64_t c, int64_t hw, float momentum,
+                     float eps, bool training);
+    /* y = (x - mean) * invstd * w + b; w, b may be NULL (1 and 0). */
+    void (*bn_fwd)(float *y, const float *x, const float *mean, const float *invstd,
+                   const float *w, const float *b, int64_t n, int64_t c, int64_t hw);
+    /* Gradients of bn_fwd (training: through the batch stats too). dx, dw,
+     * db may be NULL; acc_* add instead of overwrite. */
+    void (*bn_bwd)(float *dx, float *dw, float *db, const float *dy, const float *x,
+                   const float *mean, const float *invstd, const float *w, int64_t n,
+                   int64_t c, int64_t hw, bool training, bool acc_dx, bool acc_dw, bool acc_db);
 } dg_backend;
+
+/* Geometry of a 2-D convolution or pooling over NCHW images: input
+ * [n, c, h, w], kernel kh x kw, stride, padding, dilation, output oh x ow. */
+typedef struct dg_conv_geom {
+    int64_t n, c, h, w;
+    int64_t kh, kw, sh, sw, ph, pw, dh, dw;
+    int64_t oh, ow;
+} dg_conv_geom;
 
 extern const dg_backend dg_backend_cpu;
 #ifdef DG_HAVE_CUDA
@@ -109,6 +191,18 @@ extern const dg_backend dg_backend_cuda;   /* backend_cuda.cu */
 #endif
 /* Backends register here (the CUDA backend fills its slot when built). */
 const dg_backend *dg_backend_get(dg_device device);
+
+#ifdef DG_HAVE_CUDA
+/* backend_cuda.cu, for the NCCL communicator (comm/src/comm_nccl.c):
+ * the stream every op is queued on (a cudaStream_t) and the device, both
+ * valid once the backend's init succeeded; and a hint for the choice of
+ * device: this process's rank among the ranks of its node, used when
+ * neither DG_DEVICE nor a launcher's local-rank variable is set. The hint
+ * counts only before the backend's init. */
+void *dg__cuda_stream(void);
+int dg__cuda_device(void);
+void dg__cuda_set_local_rank(int local_rank);
+#endif
 
 /* ---- arena -------------------------------------------------------------- */
 
@@ -182,6 +276,8 @@ struct dg_ctx {
 
     dg_grad_ready_fn grad_ready;
     void *grad_ready_user;
+
+    struct dg_graph *capture;  /* the graph being captured, or NULL (graph.c) */
 };
 
 /* Helpers shared by ops.c, nn.c and optim.c */
@@ -195,5 +291,15 @@ void *dg__persist_alloc(dg_ctx *ctx, size_t nbytes);
 /* calloc'd host memory that dg_ctx_free releases */
 void *dg__ctx_calloc(dg_ctx *ctx, size_t nbytes);
 void dg__contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
+
+/* graph.c, while ctx->capture is set: run fn(user) on the host before each
+ * replay of the graph being captured (an optimizer advances its step count
+ * and writes its bias corrections to the device there). Registering the
+ * same fn and user twice fails the capture. */
+typedef void (*dg_replay_hook)(void *user);
+void dg__graph_on_replay(dg_ctx *ctx, dg_replay_hook fn, void *user);
+/* Fail the capture under way: dg_graph_end_capture returns DG_ERR with this
+ * message. The first message wins. */
+void dg__graph_fail(dg_ctx *ctx, const char *fmt, ...) DG_PRINTF(2, 3);
 
 #endif /* DGRAD_IMPL_H */

@@ -517,6 +517,16 @@ void dg_tensor_to_host(const dg_tensor *t, void *dst) {
     }
 }
 
+dg_status dg_tensor_copy(dg_tensor *dst, const dg_tensor *src) {
+    if (!dst || !src) return dg_set_error("dg_tensor_copy: NULL tensor");
+    if (dst->ctx != src->ctx || dst->dtype != src->dtype || dg_numel(dst) != dg_numel(src) ||
+        !dg_is_contiguous(dst) || !dg_is_contiguous(src))
+        return dg_set_error("dg_tensor_copy: need two contiguous tensors of one context with the "
+                            "same dtype and element count");
+    dst->ctx->be->copy(dst->data, src->data, (size_t)dg_numel(src) * dg_dtype_size(src->dtype));
+    return DG_OK;
+}
+
 void dg_tensor_copy_from_host(dg_tensor *t, const void *src) {
     DG_ASSERT(dg_is_contiguous(t));
     t->ctx->be->from_host(t->data, src, (size_t)dg_numel(t) * dg_dtype_size(t->dtype));

@@ -64,3 +64,22 @@ exit 1
              COMMAND sh ${CMAKE_CURRENT_BINARY_DIR}/mnist_mlp_no_cuda.sh $<TARGET_FILE:mnist_mlp> ${DG_MNIST_DIR})
   endif()
 endif()
+
+# test_nccl (the nccl communicator, DDP on a GPU with NCCL and through
+# pinned host memory) and test_cuda_graph (whole-step CUDA graphs, the
+# pinned batch loader): registered like test_cuda. Without a GPU they
+# check that the nccl communicator and graphs are refused cleanly.
+foreach(t test_nccl test_cuda_graph)
+  add_executable(${t} ${t}.c)
+  target_link_libraries(${t} PRIVATE dgrad m)
+  target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+endforeach()
+if(DG_GPU_PRESENT)
+  foreach(t test_nccl test_cuda_graph)
+    add_test(NAME ${t} COMMAND ${t})
+    set_tests_properties(${t} PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77)
+  endforeach()
+else()
+  add_test(NAME nccl_unavailable COMMAND test_nccl --expect-no-device)
+  add_test(NAME cuda_graph_unavailable COMMAND test_cuda_graph --expect-no-device)
+endif()

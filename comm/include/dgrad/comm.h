@@ -1,17 +1,33 @@
-/* dgrad/comm.h - the communicator: ranks, and collectives on host buffers.
+/* dgrad/comm.h - the communicator: ranks, and collectives on host buffers
+ * (and, with NCCL, on GPU buffers).
  *
  * A dg_comm is an opaque handle on a group of processes ("ranks") that run
  * the same program. It is backed by one of these backends:
  *   "mpi"   - MPI (Open MPI, MPICH...), only when dgrad was built with MPI;
  *   "local" - a world of one rank without MPI: every collective is a copy or
  *             a no-op. Always available.
- * (A table of function pointers sits behind the handle, so a device backend
- * such as NCCL can be added later without changing this API.)
+ *   "nccl"  - NCCL on the GPUs, only when dgrad was built with CUDA and
+ *             NCCL. See "Device buffers" below.
  *
  * Collectives are called by every rank of the communicator, in the same
  * order, with the same count, dtype, op and root. All buffers are host
- * memory owned by the caller; the communicator never keeps a pointer to one
- * after the operation completes.
+ * memory owned by the caller (device memory too with "nccl"); the
+ * communicator never keeps a pointer to one after the operation completes.
+ *
+ * Device buffers ("nccl", dg_comm_is_device): a collective whose buffers
+ * are GPU memory (cudaMalloc'd: a CUDA context's tensors, its parameter and
+ * gradient buffers) runs with NCCL on a stream of its own, ordered after
+ * all work queued so far on the CUDA backend's stream: no synchronization
+ * is needed before the call. The request completes (dg_comm_wait/test)
+ * when the GPU has finished it. Host buffers given to the same
+ * communicator go through the communicator NCCL was bootstrapped with
+ * ("mpi" under a launcher, else "local"), so dg_comm_allreduce on a
+ * counter still works. All buffers of one call, and every rank's, must be
+ * of the same kind. DG_COMM_AVG on integers truncates as NCCL's ncclAvg
+ * does. The GPU is the CUDA backend's (DG_DEVICE, else the launcher's local
+ * rank: LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID, else the
+ * rank on this node as MPI reports it), so create the communicator before
+ * the first CUDA context, or let both find the same local rank.
  *
  * Errors: bad arguments return DG_ERR with a message (dg_last_error()), and
  * the communicator stays usable. A failure of the transport (an MPI error,
@@ -65,7 +81,7 @@ size_t dg_comm_dtype_size(dg_comm_dtype dtype);
 /* ---- lifetime --------------------------------------------------------- */
 
 /* Create a communicator over all ranks of the job and store it in *out.
- * backend: "mpi", "local", or NULL for automatic: the environment variable
+ * backend: "mpi", "local", "nccl", or NULL for automatic: the environment variable
  * DG_COMM_BACKEND if set, else "mpi" when launched by a launcher (mpirun,
  * mpiexec, srun: any of OMPI_COMM_WORLD_SIZE, PMIX_RANK, PMI_RANK, PMI_SIZE,
  * SLURM_PROCID is set) and dgrad has MPI, else "local". Automatic selection
@@ -98,7 +114,12 @@ int dg_comm_local_size(const dg_comm *comm);  /* ranks on this node */
  * the lowest world rank on each. */
 int dg_comm_node(const dg_comm *comm);
 int dg_comm_node_count(const dg_comm *comm);
-const char *dg_comm_backend_name(const dg_comm *comm);  /* "mpi" or "local" */
+const char *dg_comm_backend_name(const dg_comm *comm);  /* "mpi", "local" or "nccl" */
+/* True when collectives accept GPU buffers ("nccl"). */
+bool dg_comm_is_device(const dg_comm *comm);
+/* True when this build has the backend ("mpi", "local", "nccl"); it may
+ * still fail to start (no GPU, say). */
+bool dg_comm_has_backend(const char *name);
 
 /* Timeout, in seconds, for every wait on this communicator; 0 or less
  * disables it (waits may then block forever if a rank dies). */

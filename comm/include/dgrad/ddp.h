@@ -13,6 +13,17 @@
  *  - dg_ddp_backward returns once every bucket is reduced and averaged over
  *    the ranks, so every rank takes the same optimizer step.
  *
+ * GPU contexts: with a device communicator ("nccl", dg_comm_is_device) the
+ * buckets are reduced in place on the GPU by NCCL on its own stream, each
+ * started as soon as backward has queued its gradients and ordered by CUDA
+ * events, so it overlaps the rest of backward; dg_ddp_backward then returns
+ * without waiting for the GPU (the next ops wait for the reduction on the
+ * GPU; the host waits, within the timeout, only for the previous step's).
+ * With a host communicator ("mpi" without CUDA support, "local") each
+ * bucket is staged through pinned host memory: copied when ready, reduced
+ * on the host, copied back after backward. That path is correct but
+ * serializes the host with the GPU at every bucket.
+ *
  * Typical step, as with PyTorch DDP:
  *     loss = ...forward...;
  *     dg_optim_zero_grad(opt);

@@ -97,6 +97,13 @@ typedef struct {
     float *xbuf;                  /* host staging for dg_loader_next, owned */
     int32_t *ybuf;
     int64_t buf_rows;             /* samples xbuf/ybuf hold */
+    /* internal: pinned staging for a device context, made by the first
+     * dg_loader_next on one: two slots (x then y) used in turn, each with
+     * the event of the upload that last read it */
+    void *pin[2];
+    void *pin_ev[2];
+    int pin_next;
+    int pin_device;               /* dg_device of pin[], valid when pin[0] */
 } dg_loader;
 
 /* The sampler must cover ds (same dataset_size). Allocates the staging
@@ -116,7 +123,13 @@ int64_t dg_loader_next_host(dg_loader *l, float *x, int32_t *y);
  * float, *y (B) DG_I32, with flatten choosing (B, sample_size) over
  * (B, 1, H, W). Returns B, or 0 at the end of the epoch, or -1 (with
  * *x, *y NULL, the message set and the position kept) if the tensors
- * could not be made. */
+ * could not be made.
+ * On a GPU the batch is converted into pinned host memory and uploaded
+ * asynchronously: the call returns before the copy is done, so the next
+ * batch is prepared while the device computes. Two pinned buffers take
+ * turns; before refilling one the loader waits for the upload that read
+ * it (two batches back). If pinned memory cannot be had, pageable staging
+ * is used (the copy is then staged before the call returns). */
 int64_t dg_loader_next(dg_loader *l, dg_ctx *ctx, bool flatten, dg_tensor **x, dg_tensor **y);
 
 #ifdef __cplusplus

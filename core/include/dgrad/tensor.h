@@ -155,6 +155,11 @@ const char *dg_shape_str(const dg_tensor *t, char *buf, size_t n);
 void dg_tensor_to_host(const dg_tensor *t, void *dst);
 /* Copy contiguous host elements into t (same dtype and numel). */
 void dg_tensor_copy_from_host(dg_tensor *t, const void *src);
+/* Copy src's elements into dst on the device: same context, dtype and
+ * element count, both contiguous; no autograd. Queued like an op (e.g. a
+ * batch from dg_loader_next into a captured graph's fixed inputs, see
+ * dgrad/graph.h). DG_ERR when they do not match. */
+dg_status dg_tensor_copy(dg_tensor *dst, const dg_tensor *src);
 /* Element i (row-major over the view) as float; for tests and printing. */
 float dg_item_at(const dg_tensor *t, int64_t i);
 /* The value of a one-element tensor. */
