@@ -8,8 +8,10 @@
  * --batch-size is per rank, as in PyTorch DDP. Only rank 0 prints.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "dgrad/checkpoint.h"
 #include "dgrad/data.h"
 #include "dgrad/ddp.h"
+#include "dgrad/graph.h"
 #include "dgrad/nn.h"
 #include "dgrad/ops.h"
 #include "dgrad/optim.h"
@@ -41,6 +43,12 @@ typedef struct {
     int log_every;              /* steps between train/loss scalars */
     const char *timeline;       /* Chrome trace */
     bool quiet;
+    const char *ckpt_dir;       /* --checkpoint-dir */
+    long long ckpt_every;       /* steps between checkpoints, 0 = none */
+    int keep;                   /* checkpoints kept */
+    bool resume;
+    long long max_steps;        /* 0 = no limit */
+    bool cuda_graph;            /* --cuda-graph */
 } options;
 
 static const char *usage =
@@ -48,6 +56,8 @@ static const char *usage =
     "                 [--optimizer adam|adamw|sgd] [--seed N] [--threads N] [--json]\n"
     "                 [--device cpu|cuda] [--bucket-cap-mb X] [--no-overlap]\n"
     "                 [--logdir DIR [--logdir-per-rank] [--log-every N]] [--timeline FILE] [--quiet]\n"
+    "                 [--checkpoint-dir DIR [--checkpoint-every N] [--keep N] [--resume]] [--max-steps N]\n"
+    "                 [--cuda-graph]\n"
     "  --data DIR        MNIST IDX files (.gz or plain), default data/mnist\n"
     "  --epochs N        epochs, default 3\n"
     "  --batch-size N    samples per step, default 64\n"
@@ -56,7 +66,8 @@ static const char *usage =
     "  --seed N          seed for initialization and shuffling, default 0\n"
     "  --threads N       BLAS threads, default: the BLAS library's choice\n"
     "  --json            print a JSON summary as the last line\n"
-    "  --device NAME     cpu (default) or cuda\n"
+    "  --device NAME     cpu (default) or cuda (gradients reduced with NCCL when dgrad\n"
+    "                    has it; DG_COMM_BACKEND=mpi|local stages them through the host)\n"
     "  --bucket-cap-mb X DDP gradient bucket size in MiB, default 25\n"
     "  --no-overlap      reduce gradients after backward instead of during it\n"
     "  --logdir DIR      TensorBoard event files in DIR (rank 0): train/loss every\n"
@@ -69,6 +80,18 @@ static const char *usage =
     "                    all-reduces, optimizer and data; under mpirun each rank\n"
     "                    writes FILE.rank<N>: merge with scripts/merge_timeline.py FILE\n"
     "  --quiet           print nothing but errors (and --json's line)\n"
+    "  --checkpoint-dir DIR  checkpoints DIR/ckpt-<step>.dgck (written by rank 0)\n"
+    "  --checkpoint-every N  write one every N global steps (and at --max-steps)\n"
+    "  --keep N          checkpoints kept in DIR, default 3 (0 = all)\n"
+    "  --resume          continue from DIR's newest valid checkpoint, mid-epoch if need be\n"
+    "                    (bitwise identical with the same world and batch size; a\n"
+    "                    different world size continues at the next global batch);\n"
+    "                    starts from scratch if DIR holds no checkpoint\n"
+    "  --max-steps N     stop after N global steps (writing a checkpoint with --checkpoint-dir)\n"
+    "  --cuda-graph      with --device cuda in one process: after 3 eager steps, capture a\n"
+    "                    whole training step in a CUDA graph and replay it for each full\n"
+    "                    batch; the loss is read back every --log-every steps (the\n"
+    "                    epoch's mean loss is summed on the GPU)\n"
     "On a terminal rank 0 shows a progress bar, except under Open MPI's mpirun\n"
     "(DG_PROGRESS=bar|lines|quiet overrides).\n"
     "Under mpirun/srun each rank trains on its shard; --batch-size is per rank.\n";
@@ -97,19 +120,24 @@ static int bad_flag(const char *flag, const char *value, const char *expect) {
 static int parse_args(int argc, char **argv, options *o) {
     *o = (options){ .data = "data/mnist", .epochs = 3, .batch_size = 64, .lr = 1e-4f,
                     .optimizer = "adam", .seed = 0, .threads = 0, .json = false,
-                    .device = "cpu", .overlap = true, .bucket_cap_mb = 25.0, .log_every = 10 };
+                    .device = "cpu", .overlap = true, .bucket_cap_mb = 25.0, .log_every = 10,
+                    .keep = 3 };
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--json")) { o->json = true; continue; }
         if (!strcmp(f, "--no-overlap")) { o->overlap = false; continue; }
         if (!strcmp(f, "--quiet")) { o->quiet = true; continue; }
         if (!strcmp(f, "--logdir-per-rank")) { o->logdir_per_rank = true; continue; }
+        if (!strcmp(f, "--resume")) { o->resume = true; continue; }
+        if (!strcmp(f, "--cuda-graph")) { o->cuda_graph = true; continue; }
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) { fputs(usage, stdout); return -1; }
         bool known = !strcmp(f, "--data") || !strcmp(f, "--epochs") || !strcmp(f, "--batch-size") ||
                      !strcmp(f, "--lr") || !strcmp(f, "--optimizer") || !strcmp(f, "--seed") ||
                      !strcmp(f, "--threads") || !strcmp(f, "--device") ||
                      !strcmp(f, "--bucket-cap-mb") || !strcmp(f, "--logdir") ||
-                     !strcmp(f, "--timeline") || !strcmp(f, "--log-every");
+                     !strcmp(f, "--timeline") || !strcmp(f, "--log-every") ||
+                     !strcmp(f, "--checkpoint-dir") || !strcmp(f, "--checkpoint-every") ||
+                     !strcmp(f, "--keep") || !strcmp(f, "--max-steps");
         if (!known) {
             fprintf(stderr, "mnist_mlp: unknown flag '%s' (see --help)\n", f);
             return 2;
@@ -155,10 +183,28 @@ static int parse_args(int argc, char **argv, options *o) {
         } else if (!strcmp(f, "--log-every")) {
             if (!parse_long(v, 1, 1000000000, &n)) return bad_flag(f, v, "an integer >= 1");
             o->log_every = (int)n;
+        } else if (!strcmp(f, "--checkpoint-dir")) {
+            if (!v[0]) return bad_flag(f, v, "a path");
+            o->ckpt_dir = v;
+        } else if (!strcmp(f, "--checkpoint-every") || !strcmp(f, "--max-steps")) {
+            if (!parse_long(v, 1, INT64_MAX, &n)) return bad_flag(f, v, "an integer >= 1");
+            if (!strcmp(f, "--max-steps")) o->max_steps = n;
+            else o->ckpt_every = n;
+        } else if (!strcmp(f, "--keep")) {
+            if (!parse_long(v, 0, 1000000, &n)) return bad_flag(f, v, "an integer >= 0");
+            o->keep = (int)n;
         }
+    }
+    if ((o->resume || o->ckpt_every) && !o->ckpt_dir) {
+        fprintf(stderr, "mnist_mlp: %s needs --checkpoint-dir\n", o->resume ? "--resume" : "--checkpoint-every");
+        return 2;
     }
     if (o->logdir_per_rank && !o->logdir) {
         fprintf(stderr, "mnist_mlp: --logdir-per-rank needs --logdir\n");
+        return 2;
+    }
+    if (o->cuda_graph && strcmp(o->device, "cuda")) {
+        fprintf(stderr, "mnist_mlp: --cuda-graph needs --device cuda\n");
         return 2;
     }
     return 0;
@@ -267,6 +313,63 @@ static dg_status open_observers(observers *ob, const options *o, int rank, int w
     return DG_OK;
 }
 
+/* ---- --cuda-graph: one whole step captured, then replayed --------------- */
+typedef struct {
+    bool on;
+    int warmup;                 /* eager steps still to run before the capture */
+    dg_tensor *x, *y;           /* the graph's fixed inputs (persistent) */
+    dg_graph *g;
+    dg_tensor *loss;            /* the last replay's loss */
+    dg_tensor *loss_sum;        /* replays' losses since the last flush */
+    int64_t pending;            /* replays since the last flush */
+    double last_loss;           /* the last loss read, for the progress bar */
+} graph_step;
+
+/* One training step on the full batch (x, y) by replaying the captured
+ * step, captured first if need be. One process: nothing to reduce, so the
+ * DDP is in no-sync mode and the step calls dg_ddp_backward for its timeline. */
+static dg_status graph_train_step(graph_step *gs, dg_ctx *ctx, dg_module *model, dg_optim *opt,
+                                  dg_ddp *ddp, dg_tensor *x, dg_tensor *y) {
+    if (gs->g) {
+        if (dg_tensor_copy(gs->x, x) || dg_tensor_copy(gs->y, y)) return DG_ERR;
+    } else {
+        gs->x = dg_tensor_persistent(ctx, DG_F32, x->ndim, x->shape);
+        gs->y = dg_tensor_persistent(ctx, DG_I32, y->ndim, y->shape);
+        if (!gs->x || !gs->y || dg_tensor_copy(gs->x, x) || dg_tensor_copy(gs->y, y) ||
+            dg_graph_begin_capture(ctx))
+            return DG_ERR;
+        dg_tensor *loss = dg_cross_entropy(dg_module_forward(model, gs->x), gs->y);
+        if (loss) {
+            dg_optim_zero_grad(opt);
+            if (dg_ddp_backward(ddp, loss)) loss = NULL;
+            else dg_optim_step(opt);
+        }
+        dg_status st = dg_graph_end_capture(ctx, &gs->g);
+        if (st == DG_OK && !loss) {
+            dg_graph_free(gs->g);
+            gs->g = NULL;
+            st = DG_ERR;
+        }
+        if (st == DG_OK) {
+            gs->loss = dg_graph_output(gs->g, loss);
+            gs->loss_sum = dg_graph_output_sum(gs->g, loss);
+        }
+        dg_ctx_reset_step(ctx);
+        if (st) return DG_ERR;
+    }
+    gs->pending++;
+    return dg_graph_replay(gs->g);
+}
+
+/* Add the replays' losses to sums (loss sum, steps) and restart the sum. */
+static void graph_flush(graph_step *gs, double sums[2]) {
+    if (!gs->g || !gs->pending) return;
+    sums[0] += dg_item(gs->loss_sum);
+    sums[1] += (double)gs->pending;
+    dg_init_constant(gs->loss_sum, 0.0f);
+    gs->pending = 0;
+}
+
 static int64_t timed_next(dg_loader *l, dg_ctx *ctx, dg_tensor **x, dg_tensor **y, dg_timeline *tl) {
     dg_timeline_begin(tl, "data", DG_TIMELINE_DATA);
     int64_t b = dg_loader_next(l, ctx, true, x, y);
@@ -335,6 +438,54 @@ static int close_observers(observers *ob, const options *o, int rank, int world)
     return rc;
 }
 
+/* ---- checkpoints (--checkpoint-dir, --resume) ------------------------- */
+/* Collective. Every rank returns the same status; rank 0 prints the error. */
+static int save_checkpoint(const options *o, dg_ctx *ctx, dg_optim *opt, dg_comm *comm, dg_train_state *ts,
+                           dg_progress *progress) {
+    dg_clear_error();
+    if (dg_checkpoint_save(o->ckpt_dir, ctx, opt, ts, comm, o->keep)) {
+        if (dg_comm_rank(comm) == 0) fprintf(stderr, "mnist_mlp: checkpoint: %s\n", dg_last_error());
+        return 1;
+    }
+    if (dg_comm_rank(comm) == 0)
+        dg_progress_log(progress, "checkpoint: %s/ckpt-%lld.dgck", o->ckpt_dir, (long long)ts->step);
+    return 0;
+}
+
+/* --resume: 0 and *resumed on success (false when DIR holds no checkpoint),
+ * else 1 on every rank (rank 0 prints the one-line error). */
+static int resume_checkpoint(const options *o, dg_ctx *ctx, dg_optim *opt, dg_comm *comm, dg_train_state *ts,
+                             dg_progress *progress, bool *resumed) {
+    char path[4096] = "";
+    int32_t found[2] = { 0, 0 };   /* status, found */
+    dg_clear_error();
+    if (dg_comm_rank(comm) == 0) {
+        found[0] = dg_checkpoint_latest(o->ckpt_dir, path, sizeof path) ? 1 : 0;
+        found[1] = path[0] != '\0';
+        if (found[0]) fprintf(stderr, "mnist_mlp: --resume: %s\n", dg_last_error());
+    }
+    if (dg_comm_broadcast(comm, found, 2, DG_COMM_I32, 0)) {
+        fprintf(stderr, "mnist_mlp: --resume: %s\n", dg_last_error());
+        return 1;
+    }
+    if (found[0]) return 1;
+    *resumed = found[1];
+    if (!found[1]) {
+        if (dg_comm_rank(comm) == 0)
+            dg_progress_log(progress, "resume: no checkpoint in %s, starting from scratch", o->ckpt_dir);
+        return 0;
+    }
+    if (dg_checkpoint_load(o->ckpt_dir, ctx, opt, ts, comm, path, sizeof path)) {
+        if (dg_comm_rank(comm) == 0) fprintf(stderr, "mnist_mlp: --resume: %s\n", dg_last_error());
+        return 1;
+    }
+    if (dg_comm_rank(comm) == 0)
+        dg_progress_log(progress, "resumed from %s: step %lld, epoch %lld, %lld samples into it%s", path,
+                        (long long)ts->step, (long long)ts->epoch + 1, (long long)ts->epoch_samples,
+                        ts->saved_world_size != dg_comm_size(comm) ? " (saved with another world size)" : "");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     options o;
     int rc = parse_args(argc, argv, &o);
@@ -349,14 +500,26 @@ int main(int argc, char **argv) {
         return 1;
     }
     dg_comm *comm;
-    if (dg_comm_init(&comm, NULL)) {
+    const char *backend = getenv("DG_COMM_BACKEND");   /* cuda: NCCL unless this says otherwise */
+    backend = !strcmp(o.device, "cuda") && !(backend && *backend) && dg_comm_has_backend("nccl") ? "nccl" : NULL;
+    if (dg_comm_init(&comm, backend)) {
         fprintf(stderr, "mnist_mlp: %s\n", dg_last_error());
+        dg_dataset_free(&train);
+        dg_dataset_free(&test);
         return 1;
     }
     int rank = dg_comm_rank(comm), world = dg_comm_size(comm);
-
-    dg_ctx *ctx = dg_ctx_new(!strcmp(o.device, "cuda") ? DG_CUDA : DG_CPU);
-    if (!ctx) return fail(comm, "");
+    dg_ctx *ctx = NULL;
+    if (o.cuda_graph && world > 1)
+        fprintf(stderr, "mnist_mlp: --cuda-graph runs in one process (this job has %d ranks)\n", world);
+    else if (!(ctx = dg_ctx_new(!strcmp(o.device, "cuda") ? DG_CUDA : DG_CPU)))
+        fail(comm, "");
+    if (!ctx) {   /* free what there is, so that sanitizers see no leak */
+        dg_dataset_free(&train);
+        dg_dataset_free(&test);
+        dg_comm_free(comm);
+        return o.cuda_graph && world > 1 ? 2 : 1;
+    }
     dg_manual_seed(ctx, o.seed);
     dg_module *layers[3] = { dg_nn_linear(ctx, 784, 50, true), dg_nn_relu(ctx),
                              dg_nn_linear(ctx, 50, 10, true) };
@@ -382,6 +545,8 @@ int main(int argc, char **argv) {
     observers ob;
     if (open_observers(&ob, &o, rank, world)) return fail(comm, "");
     dg_ddp_set_timeline(ddp, ob.tl);
+    graph_step gs = { .on = o.cuda_graph, .warmup = 3 };
+    if (gs.on) dg_ddp_set_no_sync(ddp, true);   /* one process: nothing to reduce */
 
     /* DistributedSampler semantics: a shuffle shared by every rank, padded
      * so that each rank gets the same number of samples */
@@ -394,33 +559,69 @@ int main(int argc, char **argv) {
         dg_progress_log(ob.progress, "data-parallel over %d ranks (%s), %lld samples per rank per epoch, batch %d per rank",
                         world, dg_comm_backend_name(comm), (long long)sampler.num_samples, o.batch_size);
 
+    /* checkpoint state: the epoch's loss sums are per-rank statistics */
+    dg_train_state ts = { .batch_size = o.batch_size, .optimizer = o.optimizer, .sampler = &sampler };
+    bool resumed = false, stop = false;
+    int64_t gstep = 0;
+    int see_rc = 0;   /* on a checkpoint error every rank cleans up (ckpt_fail) and exits 1 */
+    if (o.resume && resume_checkpoint(&o, ctx, opt, comm, &ts, ob.progress, &resumed)) goto ckpt_fail;
+    if (resumed) gstep = ob.step = ts.step;
+    int start_epoch = resumed ? (int)ts.epoch : 0;
+
     double train_time = 0.0, final_loss = 0.0, train_acc = 0.0, test_acc = 0.0;
     int64_t train_samples = 0;
-    for (int epoch = 0; epoch < o.epochs; epoch++) {
+    for (int epoch = start_epoch; epoch < o.epochs && !(o.max_steps && gstep >= o.max_steps); epoch++) {
         dg_loader_start_epoch(&loader, epoch);
         dg_progress_start_epoch(ob.progress, epoch, o.epochs, dg_loader_num_batches(&loader));
         double t0 = now();
         double sums[2] = { 0.0, 0.0 };   /* loss sum, steps */
+        if (resumed && epoch == start_epoch) {   /* skip what the checkpoint consumed */
+            loader.pos = ts.pos;
+            sums[0] = ts.num_stats == 2 ? ts.stats[0] : 0.0;
+            sums[1] = ts.num_stats == 2 ? ts.stats[1] : 0.0;
+        }
         int64_t samples = 0, b;
         dg_tensor *x, *y;
         while ((b = timed_next(&loader, ctx, &x, &y, ob.tl)) > 0) {
-            dg_timeline_begin(ob.tl, "forward", DG_TIMELINE_COMPUTE);
-            dg_tensor *loss = dg_cross_entropy(dg_module_forward(model, x), y);
-            dg_timeline_end(ob.tl, DG_TIMELINE_COMPUTE);
-            if (!loss) return fail(comm, "");
-            dg_optim_zero_grad(opt);
-            if (dg_ddp_backward(ddp, loss)) return fail(comm, "");   /* backward, all-reduce */
-            dg_timeline_begin(ob.tl, "optimizer_step", DG_TIMELINE_COMPUTE);
-            dg_optim_step(opt);
-            dg_timeline_end(ob.tl, DG_TIMELINE_COMPUTE);
-            double l = dg_item(loss);
-            sums[0] += l;
-            sums[1] += 1.0;
+            double l;
+            if (gs.on && gs.warmup == 0 && b == o.batch_size) {   /* --cuda-graph */
+                dg_timeline_begin(ob.tl, "graph_replay", DG_TIMELINE_COMPUTE);
+                if (graph_train_step(&gs, ctx, model, opt, ddp, x, y)) return fail(comm, "--cuda-graph: ");
+                dg_timeline_end(ob.tl, DG_TIMELINE_COMPUTE);
+                if (ob.step % o.log_every == 0 || dg_graph_replays(gs.g) == 1) gs.last_loss = dg_item(gs.loss);
+                l = gs.last_loss;   /* sums: graph_flush */
+            } else {
+                if (gs.warmup > 0) gs.warmup--;
+                dg_timeline_begin(ob.tl, "forward", DG_TIMELINE_COMPUTE);
+                dg_tensor *loss = dg_cross_entropy(dg_module_forward(model, x), y);
+                dg_timeline_end(ob.tl, DG_TIMELINE_COMPUTE);
+                if (!loss) return fail(comm, "");
+                dg_optim_zero_grad(opt);
+                if (dg_ddp_backward(ddp, loss)) return fail(comm, "");   /* backward, all-reduce */
+                dg_timeline_begin(ob.tl, "optimizer_step", DG_TIMELINE_COMPUTE);
+                dg_optim_step(opt);
+                dg_timeline_end(ob.tl, DG_TIMELINE_COMPUTE);
+                l = dg_item(loss);
+                sums[0] += l;
+                sums[1] += 1.0;
+            }
             samples += b;
             observe_step(&ob, &o, l, b * world);
             dg_ctx_reset_step(ctx);
+            gstep++;
+            stop = o.max_steps && gstep >= o.max_steps;
+            if (o.ckpt_dir && (stop || (o.ckpt_every && gstep % o.ckpt_every == 0))) {
+                graph_flush(&gs, sums);
+                ts = (dg_train_state){ .step = gstep, .epoch = epoch, .pos = loader.pos, .batch_size = o.batch_size,
+                                       .optimizer = o.optimizer, .sampler = &sampler, .num_stats = 2,
+                                       .stats = { sums[0], sums[1] } };
+                if (save_checkpoint(&o, ctx, opt, comm, &ts, ob.progress)) goto ckpt_fail;
+            }
+            if (stop) break;
         }
         if (b < 0) return fail(comm, "");
+        graph_flush(&gs, sums);
+        if (stop) break;   /* --max-steps: mid-epoch, no epoch statistics */
         double dt = now() - t0;
         /* global numbers: the slowest rank's time, every rank's samples */
         int64_t gsamples = samples;
@@ -443,7 +644,7 @@ int main(int argc, char **argv) {
         }
         observe_epoch(&ob, ctx, ddp, opt, final_loss, train_acc, test_acc, (double)gsamples / dt);
     }
-    int see_rc = close_observers(&ob, &o, rank, world);
+    see_rc = close_observers(&ob, &o, rank, world);
     dg_ddp_stats st;
     dg_ddp_get_stats(ddp, &st);
     uint64_t hash = params_hash(ctx);
@@ -452,11 +653,18 @@ int main(int argc, char **argv) {
                "\"batch_size\": %d, \"optimizer\": \"%s\", \"lr\": %g, \"seed\": %llu, "
                "\"final_loss\": %.6f, \"train_accuracy\": %.6f, \"test_accuracy\": %.6f, "
                "\"train_samples_per_sec\": %.1f, \"train_seconds\": %.3f, \"overlap\": %s, "
-               "\"buckets\": %d, \"allreduce_seconds\": %.4f, \"params_hash\": \"%016llx\"}\n",
+               "\"buckets\": %d, \"allreduce_seconds\": %.4f, \"steps\": %lld, \"comm\": \"%s\", "
+               "\"cuda_graph\": %s, \"params_hash\": \"%016llx\"}\n",
                o.device, o.epochs, world, o.batch_size, o.optimizer, o.lr, (unsigned long long)o.seed,
-               final_loss, train_acc, test_acc, (double)train_samples / train_time, train_time,
-               o.overlap ? "true" : "false", st.num_buckets, st.wait_seconds,
-               (unsigned long long)hash);
+               final_loss, train_acc, test_acc, train_time > 0 ? (double)train_samples / train_time : 0.0,
+               train_time, o.overlap ? "true" : "false", st.num_buckets, st.wait_seconds, (long long)gstep,
+               dg_comm_backend_name(comm), o.cuda_graph ? "true" : "false", (unsigned long long)hash);
+    if (0) {
+ckpt_fail:
+        close_observers(&ob, &o, rank, world);
+        see_rc = 1;
+    }
+    dg_graph_free(gs.g);
     dg_ddp_free(ddp);
     dg_loader_free(&loader);
     dg_sampler_free(&sampler);

@@ -58,4 +58,8 @@ if [ -n "$data" ]; then
   expect 1 "$tmp/afile" --data "$data" --epochs 1 --logdir "$tmp/afile/sub"
   DG_PROGRESS=fancy expect 1 "DG_PROGRESS='fancy'" --data "$data" --epochs 1
 fi
+# a launcher that announces more ranks than the MPI sees
+if [ -n "$data" ]; then
+  PMI_SIZE=2 PMI_RANK=0 expect 1 "PMI_SIZE" --data "$data" --epochs 1
+fi
 exit $fail
