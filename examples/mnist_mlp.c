@@ -292,25 +292,36 @@ static dg_status open_observers(observers *ob, const options *o, int rank, int w
     *ob = (observers){ 0 };
     /* every rank reads DG_PROGRESS, so that a bad value fails everywhere */
     if (dg_progress_new(&ob->progress, stdout, o->quiet ? DG_PROGRESS_QUIET : DG_PROGRESS_AUTO))
-        return DG_ERR;
+        goto fail;
     if (rank != 0) {
         dg_progress_free(ob->progress);
-        if (dg_progress_new(&ob->progress, stdout, DG_PROGRESS_QUIET)) return DG_ERR;
+        if (dg_progress_new(&ob->progress, stdout, DG_PROGRESS_QUIET)) goto fail;
     }
     char path[4096];
     if (o->logdir && (rank == 0 || o->logdir_per_rank)) {
         int n = o->logdir_per_rank ? snprintf(path, sizeof path, "%s/rank%d", o->logdir, rank)
                                    : snprintf(path, sizeof path, "%s", o->logdir);
-        if (n < 0 || (size_t)n >= sizeof path) return dg_set_error("--logdir: path too long");
-        if (dg_summary_writer_open(&ob->tb, path)) return DG_ERR;
+        if (n < 0 || (size_t)n >= sizeof path) {
+            dg_set_error("--logdir: path too long");
+            goto fail;
+        }
+        if (dg_summary_writer_open(&ob->tb, path)) goto fail;
     }
     if (o->timeline) {
         int n = world > 1 ? snprintf(path, sizeof path, "%s.rank%d", o->timeline, rank)
                           : snprintf(path, sizeof path, "%s", o->timeline);
-        if (n < 0 || (size_t)n >= sizeof path) return dg_set_error("--timeline: path too long");
-        if (dg_timeline_open(&ob->tl, path, rank)) return DG_ERR;
+        if (n < 0 || (size_t)n >= sizeof path) {
+            dg_set_error("--timeline: path too long");
+            goto fail;
+        }
+        if (dg_timeline_open(&ob->tl, path, rank)) goto fail;
     }
     return DG_OK;
+fail:   /* release what was opened; the first error stays recorded */
+    dg_summary_close(ob->tb);
+    dg_progress_free(ob->progress);
+    *ob = (observers){ 0 };
+    return DG_ERR;
 }
 
 /* ---- --cuda-graph: one whole step captured, then replayed --------------- */
@@ -543,7 +554,15 @@ int main(int argc, char **argv) {
     dg_ddp *ddp;
     if (dg_ddp_new(&ddp, ctx, comm, dopts)) return fail(comm, "");
     observers ob;
-    if (open_observers(&ob, &o, rank, world)) return fail(comm, "");
+    if (open_observers(&ob, &o, rank, world)) {
+        fail(comm, "");
+        dg_ddp_free(ddp);
+        dg_dataset_free(&train);
+        dg_dataset_free(&test);
+        dg_ctx_free(ctx);
+        dg_comm_free(comm);
+        return 1;
+    }
     dg_ddp_set_timeline(ddp, ob.tl);
     graph_step gs = { .on = o.cuda_graph, .warmup = 3 };
     if (gs.on) dg_ddp_set_no_sync(ddp, true);   /* one process: nothing to reduce */
