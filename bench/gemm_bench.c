@@ -97,6 +97,11 @@ static const shape shapes[] = {
     { false, false, 32, 64 * 64, 600, "im2col conv2 (b64)" },
     { false, true, 24, 25, 576 * 64, "im2col conv1 dW (b64)" },
     { true, false, 600, 64 * 64, 32, "im2col conv2 dcol (b64)" },
+    { false, false, 24, 576, 25, "cnn conv1 fwd, one image (b256)" },
+    { false, true, 24, 25, 576, "cnn conv1 dW, one image (b256)" },
+    { false, false, 32, 384, 600, "cnn conv2 fwd, chunk of 6 (b256)" },
+    { false, true, 32, 600, 384, "cnn conv2 dW, chunk of 6 (b256)" },
+    { true, false, 600, 384, 32, "cnn conv2 dcol, chunk of 6 (b256)" },
     { true, true, 64, 50, 784, "TT (unused by the engine)" },
 };
 

@@ -83,9 +83,40 @@ DG_HOT void dg__cpu_im2col(float *col, const float *x, const dg_conv_geom *g) {
             }
 }
 
+/* col2im_s1: the adjoint of im2col_s1 (rows of 8 added as vectors). */
+DG_HOT static void col2im_s1(float *restrict x, const float *restrict col, const dg_conv_geom *g) {
+    const int64_t P = g->oh * g->ow, NP = g->n * P, HW = g->h * g->w, OW = g->ow, W = g->w;
+    for (int64_t c = 0; c < g->c; c++)
+        for (int64_t ky = 0; ky < g->kh; ky++)
+            for (int64_t kx = 0; kx < g->kw; kx++) {
+                const float *row = col + ((c * g->kh + ky) * g->kw + kx) * NP;
+                for (int64_t n = 0; n < g->n; n++) {
+                    float *dst = x + (n * g->c + c) * HW + ky * W + kx;
+                    const float *src = row + n * P;
+                    for (int64_t oy = 0; oy < g->oh; oy++) {
+                        float *d = dst + oy * W;
+                        const float *r = src + oy * OW;
+                        int64_t ox = 0;
+                        for (; ox + 8 <= OW; ox += 8) {
+                            dg_v8 a, b;
+                            __builtin_memcpy(&a, d + ox, sizeof a);
+                            __builtin_memcpy(&b, r + ox, sizeof b);
+                            a += b;
+                            __builtin_memcpy(d + ox, &a, sizeof a);
+                        }
+                        for (; ox < OW; ox++) d[ox] += r[ox];
+                    }
+                }
+            }
+}
+
 DG_HOT void dg__cpu_col2im(float *x, const float *col, const dg_conv_geom *g, bool acc) {
     const int64_t P = g->oh * g->ow, NP = g->n * P, HW = g->h * g->w;
     if (!acc) memset(x, 0, (size_t)(g->n * g->c * HW) * sizeof(float));
+    if (g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0 && g->dh == 1 && g->dw == 1) {
+        col2im_s1(x, col, g);
+        return;
+    }
     for (int64_t c = 0; c < g->c; c++)
         for (int64_t ky = 0; ky < g->kh; ky++)
             for (int64_t kx = 0; kx < g->kw; kx++) {
@@ -111,29 +142,82 @@ DG_HOT void dg__cpu_col2im(float *x, const float *col, const dg_conv_geom *g, bo
 
 /* ---- pooling --------------------------------------------------------------- */
 
-/* The common 2x2, stride 2, no padding case: no bounds checks. */
+/* The common 2x2, stride 2, no padding case: no bounds checks, and no
+ * branches on the data (random winners would defeat branch prediction).
+ * A value wins its window if it is larger, or NaN where the best so far is
+ * not (the rule of the general loop below). A row is done in vectors of L
+ * outputs (8, or 4 for narrow rows); a ragged end is redone as the last L,
+ * overlapping the block before. */
+typedef int32_t dg_v8i __attribute__((vector_size(32)));
+typedef float dg_v4 __attribute__((vector_size(16)));
+typedef int32_t dg_v4i __attribute__((vector_size(16)));
+
+/* Folds candidate v (indices iv) into the best m (indices im). */
+#define DG_POOL_PICK(VI, m, im, v, iv)                            \
+    do {                                                          \
+        VI t_ = ((v) > (m)) | (((v) != (v)) & ((m) == (m)));      \
+        VI mb_, vb_;                                              \
+        __builtin_memcpy(&mb_, &(m), sizeof mb_);                 \
+        __builtin_memcpy(&vb_, &(v), sizeof vb_);                 \
+        mb_ = (t_ & vb_) | (~t_ & mb_);                           \
+        __builtin_memcpy(&(m), &mb_, sizeof mb_);                 \
+        (im) = (t_ & (iv)) | (~t_ & (im));                        \
+    } while (0)
+
+/* One output row: o[ox], id[ox] for ox < OW (OW >= L) from input rows r0,
+ * r1 (= r0 + W); base is the plane index of r0[0]. EVEN and ODD are the
+ * shuffle indices that split 2L inputs into window columns. */
+#define DG_POOL_ROW(VF, VI, L, EVEN, ODD, LANE2)                                       \
+    for (int64_t b_ = 0; b_ < OW; b_ += L) {                                           \
+        int64_t ox = b_ + L <= OW ? b_ : OW - L;                                       \
+        VF l0, h0, l1, h1;                                                             \
+        __builtin_memcpy(&l0, r0 + 2 * ox, sizeof l0);                                 \
+        __builtin_memcpy(&h0, r0 + 2 * ox + L, sizeof h0);                             \
+        __builtin_memcpy(&l1, r1 + 2 * ox, sizeof l1);                                 \
+        __builtin_memcpy(&h1, r1 + 2 * ox + L, sizeof h1);                             \
+        VF m = __builtin_shufflevector(l0, h0, EVEN), b = __builtin_shufflevector(l0, h0, ODD); \
+        VF c = __builtin_shufflevector(l1, h1, EVEN), d = __builtin_shufflevector(l1, h1, ODD); \
+        VI i0 = LANE2 + (base + (int32_t)(2 * ox));                                    \
+        VI im = i0;                                                                    \
+        DG_POOL_PICK(VI, m, im, b, i0 + 1);                                            \
+        DG_POOL_PICK(VI, m, im, c, i0 + (int32_t)W);                                   \
+        DG_POOL_PICK(VI, m, im, d, i0 + (int32_t)(W + 1));                             \
+        __builtin_memcpy(o + ox, &m, sizeof m);                                        \
+        __builtin_memcpy(id + ox, &im, sizeof im);                                     \
+    }
+
+#define DG_EVEN8 0, 2, 4, 6, 8, 10, 12, 14
+#define DG_ODD8 1, 3, 5, 7, 9, 11, 13, 15
+#define DG_EVEN4 0, 2, 4, 6
+#define DG_ODD4 1, 3, 5, 7
+
 DG_HOT static void maxpool_2x2(float *out, int32_t *idx, const float *x, const dg_conv_geom *g) {
-    const int64_t HW = g->h * g->w, P = g->oh * g->ow, W = g->w;
+    const int64_t HW = g->h * g->w, P = g->oh * g->ow, W = g->w, OW = g->ow;
+    const dg_v8i lane8 = { 0, 2, 4, 6, 8, 10, 12, 14 };
+    const dg_v4i lane4 = { 0, 2, 4, 6 };
     for (int64_t pl = 0; pl < g->n * g->c; pl++)
         for (int64_t oy = 0; oy < g->oh; oy++) {
-            const float *restrict r0 = x + pl * HW + 2 * oy * W, *restrict r1 = r0 + W;
-            float *restrict o = out + pl * P + oy * g->ow;
-            int32_t *restrict id = idx + pl * P + oy * g->ow;
-            int32_t base = (int32_t)(2 * oy * W);
-            for (int64_t ox = 0; ox < g->ow; ox++) {   /* branch-free: vectorizes */
-                float a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
-                int32_t i0 = base + (int32_t)(2 * ox);
-                bool tb = b > a || (b != b && a == a);
-                float m = tb ? b : a;
-                int32_t im = tb ? i0 + 1 : i0;
-                bool tc = c > m || (c != c && m == m);
-                m = tc ? c : m;
-                im = tc ? i0 + (int32_t)W : im;
-                bool td = d > m || (d != d && m == m);
-                m = td ? d : m;
-                im = td ? i0 + (int32_t)W + 1 : im;
-                o[ox] = m;
-                id[ox] = im;
+            const float *r0 = x + pl * HW + 2 * oy * W, *r1 = r0 + W;
+            float *o = out + pl * P + oy * OW;
+            int32_t *id = idx + pl * P + oy * OW;
+            const int32_t base = (int32_t)(2 * oy * W);
+            if (OW >= 8) {
+                DG_POOL_ROW(dg_v8, dg_v8i, 8, DG_EVEN8, DG_ODD8, lane8)
+            } else if (OW >= 4) {
+                DG_POOL_ROW(dg_v4, dg_v4i, 4, DG_EVEN4, DG_ODD4, lane4)
+            } else {
+                for (int64_t ox = 0; ox < OW; ox++) {   /* rows narrower than 4 */
+                    float m = r0[2 * ox], v[3] = { r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1] };
+                    int32_t i0 = base + (int32_t)(2 * ox), im = i0, iv[3] = { i0 + 1, i0 + (int32_t)W,
+                                                                              i0 + (int32_t)W + 1 };
+                    for (int k = 0; k < 3; k++)
+                        if (v[k] > m || (v[k] != v[k] && m == m)) {
+                            m = v[k];
+                            im = iv[k];
+                        }
+                    o[ox] = m;
+                    id[ox] = im;
+                }
             }
         }
 }
@@ -170,9 +254,72 @@ DG_HOT void dg__cpu_maxpool_fwd(float *out, int32_t *idx, const float *x, const 
     }
 }
 
-void dg__cpu_maxpool_bwd(float *dx, const float *dout, const int32_t *idx, const dg_conv_geom *g,
-                         bool acc) {
+/* 2x2 windows tiling the plane exactly, dx overwritten: each input gets
+ * its window's gradient or 0 in one pass (no memset, no scatter), in
+ * vectors of L outputs as in the forward pass. */
+#define DG_POOL_BWD_ROW(VF, VI, L, LO, HI, LANE2)                                       \
+    for (int64_t b_ = 0; b_ < OW; b_ += L) {                                            \
+        int64_t ox = b_ + L <= OW ? b_ : OW - L;                                        \
+        VF v;                                                                           \
+        VI k;                                                                           \
+        __builtin_memcpy(&v, go + ox, sizeof v);                                        \
+        __builtin_memcpy(&k, id + ox, sizeof k);                                        \
+        k -= LANE2 + (base + (int32_t)(2 * ox));   /* 0, 1, W or W + 1 */               \
+        VI vb, a, b, c, d;                                                              \
+        __builtin_memcpy(&vb, &v, sizeof vb);                                           \
+        a = (k == 0) & vb;                                                              \
+        b = (k == 1) & vb;                                                              \
+        c = (k == (int32_t)W) & vb;                                                     \
+        d = (k == (int32_t)(W + 1)) & vb;                                               \
+        VI s0 = __builtin_shufflevector(a, b, LO), s1 = __builtin_shufflevector(a, b, HI); \
+        VI s2 = __builtin_shufflevector(c, d, LO), s3 = __builtin_shufflevector(c, d, HI); \
+        __builtin_memcpy(d0 + 2 * ox, &s0, sizeof s0);                                  \
+        __builtin_memcpy(d0 + 2 * ox + L, &s1, sizeof s1);                              \
+        __builtin_memcpy(d1 + 2 * ox, &s2, sizeof s2);                                  \
+        __builtin_memcpy(d1 + 2 * ox + L, &s3, sizeof s3);                              \
+    }
+
+#define DG_ZIP8_LO 0, 8, 1, 9, 2, 10, 3, 11
+#define DG_ZIP8_HI 4, 12, 5, 13, 6, 14, 7, 15
+#define DG_ZIP4_LO 0, 4, 1, 5
+#define DG_ZIP4_HI 2, 6, 3, 7
+
+DG_HOT static void maxpool_2x2_bwd(float *dx, const float *dout, const int32_t *idx,
+                                   const dg_conv_geom *g) {
+    const int64_t HW = g->h * g->w, P = g->oh * g->ow, W = g->w, OW = g->ow;
+    const dg_v8i lane8 = { 0, 2, 4, 6, 8, 10, 12, 14 };
+    const dg_v4i lane4 = { 0, 2, 4, 6 };
+    for (int64_t pl = 0; pl < g->n * g->c; pl++)
+        for (int64_t oy = 0; oy < g->oh; oy++) {
+            float *d0 = dx + pl * HW + 2 * oy * W, *d1 = d0 + W;
+            const float *go = dout + pl * P + oy * OW;
+            const int32_t *id = idx + pl * P + oy * OW;
+            const int32_t base = (int32_t)(2 * oy * W);
+            if (OW >= 8) {
+                DG_POOL_BWD_ROW(dg_v8, dg_v8i, 8, DG_ZIP8_LO, DG_ZIP8_HI, lane8)
+            } else if (OW >= 4) {
+                DG_POOL_BWD_ROW(dg_v4, dg_v4i, 4, DG_ZIP4_LO, DG_ZIP4_HI, lane4)
+            } else {
+                for (int64_t ox = 0; ox < OW; ox++) {
+                    int32_t k = id[ox] - base - (int32_t)(2 * ox);
+                    float v = go[ox];
+                    d0[2 * ox] = k == 0 ? v : 0.0f;
+                    d0[2 * ox + 1] = k == 1 ? v : 0.0f;
+                    d1[2 * ox] = k == (int32_t)W ? v : 0.0f;
+                    d1[2 * ox + 1] = k == (int32_t)W + 1 ? v : 0.0f;
+                }
+            }
+        }
+}
+
+DG_HOT void dg__cpu_maxpool_bwd(float *dx, const float *dout, const int32_t *idx,
+                                const dg_conv_geom *g, bool acc) {
     const int64_t HW = g->h * g->w, P = g->oh * g->ow;
+    if (!acc && g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0 &&
+        g->dh == 1 && g->dw == 1 && g->h == 2 * g->oh && g->w == 2 * g->ow) {
+        maxpool_2x2_bwd(dx, dout, idx, g);
+        return;
+    }
     if (!acc) memset(dx, 0, (size_t)(g->n * g->c * HW) * sizeof(float));
     for (int64_t pl = 0; pl < g->n * g->c; pl++) {
         float *d = dx + pl * HW;
@@ -248,20 +395,20 @@ static inline float lanes_total(const float *acc) {
     return t;
 }
 
-/* sum(p), sum((p - mu)^2) */
+/* sum(p - mu), sum((p - mu)^2) */
 static inline void row_moments(const float *p, int64_t n, float mu, float *sum, float *sq) {
     float a[LANES] = { 0 }, b[LANES] = { 0 };
     int64_t j = 0;
     for (; j + LANES <= n; j += LANES)
         for (int k = 0; k < LANES; k++) {
             float d = p[j + k] - mu;
-            a[k] += p[j + k];
+            a[k] += d;
             b[k] += d * d;
         }
     float ta = lanes_total(a), tb = lanes_total(b);
     for (; j < n; j++) {
         float d = p[j] - mu;
-        ta += p[j];
+        ta += d;
         tb += d * d;
     }
     *sum = ta;
@@ -286,36 +433,52 @@ static inline void row_dots(const float *g, const float *p, int64_t n, float mu,
     *sgx = tb;
 }
 
+/* The batch-norm kernels walk x in memory order, image by image, over a
+ * block of up to CB channels at a time (per-channel sums in a stack
+ * array): channel by channel would jump between rows of hw floats, and
+ * the hardware prefetcher restarts at every row. */
+#define CB 64
+
 DG_HOT void dg__cpu_bn_stats(float *mean, float *invstd, float *run_mean, float *run_var,
                              const float *x, int64_t n, int64_t c, int64_t hw, float momentum,
                              float eps, bool training) {
-    for (int64_t ch = 0; ch < c; ch++) {
-        if (!training) {
+    if (!training) {
+        for (int64_t ch = 0; ch < c; ch++) {
             mean[ch] = run_mean[ch];
             invstd[ch] = 1.0f / sqrtf(run_var[ch] + eps);
-            continue;
         }
-        /* rows of hw in float (vectorized), rows summed in double */
-        double s = 0.0;
-        float r, q;
-        for (int64_t i = 0; i < n; i++) {
-            row_moments(x + (i * c + ch) * hw, hw, 0.0f, &r, &q);
-            s += r;
-        }
-        int64_t m = n * hw;
-        double mu = s / (double)m, ss = 0.0;
-        float muf = (float)mu;
-        for (int64_t i = 0; i < n; i++) {
-            row_moments(x + (i * c + ch) * hw, hw, muf, &r, &q);
-            ss += q;
-        }
-        double var = ss / (double)m;
-        mean[ch] = muf;
-        invstd[ch] = (float)(1.0 / sqrt(var + (double)eps));
-        if (run_mean) {
-            double unb = m > 1 ? ss / (double)(m - 1) : var;
-            run_mean[ch] = (float)((1.0 - momentum) * run_mean[ch] + momentum * mu);
-            run_var[ch] = (float)((1.0 - momentum) * run_var[ch] + momentum * unb);
+        return;
+    }
+    /* One pass of sums shifted by the channel's first value (rows in float,
+     * vectorized; rows summed in double): with d = x - shift,
+     * var = (sum d^2 - (sum d)^2 / m) / m. The shift, a sample of the
+     * channel, keeps sum d and sum d^2 small against the variance. */
+    const int64_t m = n * hw;
+    for (int64_t c0 = 0; c0 < c; c0 += CB) {
+        const int64_t nb = c - c0 < CB ? c - c0 : CB;
+        double s[CB] = { 0 }, ss[CB] = { 0 };
+        float shift[CB];
+        for (int64_t k = 0; k < nb; k++) shift[k] = x[(c0 + k) * hw];
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t k = 0; k < nb; k++) {
+                float r, q;
+                row_moments(x + (i * c + c0 + k) * hw, hw, shift[k], &r, &q);
+                s[k] += r;
+                ss[k] += q;
+            }
+        for (int64_t k = 0; k < nb; k++) {
+            const int64_t ch = c0 + k;
+            double md = s[k] / (double)m, mu = (double)shift[k] + md;
+            double sq = ss[k] - s[k] * md;   /* sum (x - mu)^2 */
+            if (sq < 0.0) sq = 0.0;
+            double var = sq / (double)m;
+            mean[ch] = (float)mu;
+            invstd[ch] = (float)(1.0 / sqrt(var + (double)eps));
+            if (run_mean) {
+                double unb = m > 1 ? sq / (double)(m - 1) : var;
+                run_mean[ch] = (float)((1.0 - momentum) * run_mean[ch] + momentum * mu);
+                run_var[ch] = (float)((1.0 - momentum) * run_var[ch] + momentum * unb);
+            }
         }
     }
 }
@@ -337,30 +500,41 @@ DG_HOT void dg__cpu_bn_bwd(float *dx, float *dw, float *db, const float *dy, con
                            int64_t c, int64_t hw, bool training, bool acc_dx, bool acc_dw,
                            bool acc_db) {
     const int64_t m = n * hw;
-    for (int64_t ch = 0; ch < c; ch++) {
-        float mu = mean[ch], is = invstd[ch];
-        double sdy = 0.0, sdyx = 0.0;
-        for (int64_t i = 0; i < n; i++) {
-            float a, bsum;
-            row_dots(dy + (i * c + ch) * hw, x + (i * c + ch) * hw, hw, mu, &a, &bsum);
-            sdy += a;
-            sdyx += bsum;
+    for (int64_t c0 = 0; c0 < c; c0 += CB) {
+        const int64_t nb = c - c0 < CB ? c - c0 : CB;
+        double sdy[CB] = { 0 }, sdyx[CB] = { 0 };
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t k = 0; k < nb; k++) {
+                const int64_t off = (i * c + c0 + k) * hw;
+                float a, bsum;
+                row_dots(dy + off, x + off, hw, mean[c0 + k], &a, &bsum);
+                sdy[k] += a;
+                sdyx[k] += bsum;
+            }
+        float kk[CB], k0[CB], kx[CB];   /* dx = kk * (dy - k0 - x * kx) */
+        for (int64_t k = 0; k < nb; k++) {
+            const int64_t ch = c0 + k;
+            float is = invstd[ch];
+            double sxh = sdyx[k] * is;   /* sum(dy * xhat) */
+            if (dw) dw[ch] = (acc_dw ? dw[ch] : 0.0f) + (float)sxh;
+            if (db) db[ch] = (acc_db ? db[ch] : 0.0f) + (float)sdy[k];
+            float mdy = training ? (float)(sdy[k] / (double)m) : 0.0f;
+            float mdyx = training ? (float)(sxh / (double)m) : 0.0f;
+            kk[k] = is * (w ? w[ch] : 1.0f);
+            kx[k] = is * mdyx;
+            k0[k] = mdy - mean[ch] * kx[k];
         }
-        sdyx *= is;   /* sum(dy * xhat) */
-        if (dw) dw[ch] = (acc_dw ? dw[ch] : 0.0f) + (float)sdyx;
-        if (db) db[ch] = (acc_db ? db[ch] : 0.0f) + (float)sdy;
         if (!dx) continue;
-        float k = is * (w ? w[ch] : 1.0f);
-        float mdy = training ? (float)(sdy / (double)m) : 0.0f;
-        float mdyx = training ? (float)(sdyx / (double)m) : 0.0f;
-        const float kx = is * mdyx, k0 = mdy - mu * kx;   /* v = k * (g - k0 - p * kx) */
-        for (int64_t i = 0; i < n; i++) {
-            const float *restrict p = x + (i * c + ch) * hw, *restrict g = dy + (i * c + ch) * hw;
-            float *restrict q = dx + (i * c + ch) * hw;
-            if (acc_dx)
-                for (int64_t j = 0; j < hw; j++) q[j] += k * (g[j] - k0 - p[j] * kx);
-            else
-                for (int64_t j = 0; j < hw; j++) q[j] = k * (g[j] - k0 - p[j] * kx);
-        }
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t k = 0; k < nb; k++) {
+                const int64_t off = (i * c + c0 + k) * hw;
+                const float *restrict p = x + off, *restrict g = dy + off;
+                float *restrict q = dx + off;
+                const float a = kk[k], b0 = k0[k], bx = kx[k];
+                if (acc_dx)
+                    for (int64_t j = 0; j < hw; j++) q[j] += a * (g[j] - b0 - p[j] * bx);
+                else
+                    for (int64_t j = 0; j < hw; j++) q[j] = a * (g[j] - b0 - p[j] * bx);
+            }
     }
 }
