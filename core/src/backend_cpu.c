@@ -377,5 +377,6 @@ const dg_backend dg_backend_cpu = {
     .dropout_mask = dg__cpu_dropout_mask,
     .bn_stats = dg__cpu_bn_stats,
     .bn_fwd = dg__cpu_bn_fwd,
+    .bn_stats_fwd = dg__cpu_bn_stats_fwd,
     .bn_bwd = dg__cpu_bn_bwd,
 };

@@ -384,5 +384,6 @@ extern "C" const dg_backend dg_backend_cuda = {
     .dropout_mask = dg__cuda_dropout_mask,
     .bn_stats = dg__cuda_bn_stats,
     .bn_fwd = dg__cuda_bn_fwd,
+    .bn_stats_fwd = NULL,   /* bn_stats then bn_fwd */
     .bn_bwd = dg__cuda_bn_bwd,
 };

@@ -32,6 +32,9 @@ void dg__cpu_dropout_mask(float *mask, int64_t n, float p, uint64_t seed);
 void dg__cpu_bn_stats(float *mean, float *invstd, float *run_mean, float *run_var,
                       const float *x, int64_t n, int64_t c, int64_t hw, float momentum,
                       float eps, bool training);
+void dg__cpu_bn_stats_fwd(float *y, float *mean, float *invstd, float *run_mean, float *run_var,
+                          const float *x, const float *w, const float *b, int64_t n, int64_t c,
+                          int64_t hw, float momentum, float eps);
 void dg__cpu_bn_fwd(float *y, const float *x, const float *mean, const float *invstd,
                     const float *w, const float *b, int64_t n, int64_t c, int64_t hw);
 void dg__cpu_bn_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,

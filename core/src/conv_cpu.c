@@ -433,52 +433,69 @@ static inline void row_dots(const float *g, const float *p, int64_t n, float mu,
     *sgx = tb;
 }
 
-/* The batch-norm kernels walk x in memory order, image by image, over a
- * block of up to CB channels at a time (per-channel sums in a stack
- * array): channel by channel would jump between rows of hw floats, and
- * the hardware prefetcher restarts at every row. */
+/* Statistics go channel by channel; the backward walks x and dy in memory
+ * order, image by image, over a block of up to CB channels (per-channel
+ * sums in stack arrays). Each was the faster order in MNIST CNN training
+ * (perf shares of a 120-step run: statistics 3.3% against 6.6% in memory
+ * order; backward 13.6% against 16.0% channel by channel). */
 #define CB 64
+
+/* Mean and invstd of channel ch (two passes over its rows: the second
+ * mostly from L2), and the running statistics. */
+static inline void bn_channel_stats(float *mean, float *invstd, float *run_mean, float *run_var,
+                                    const float *x, int64_t n, int64_t c, int64_t hw, int64_t ch,
+                                    float momentum, float eps) {
+    /* rows of hw in float (vectorized), rows summed in double */
+    double s = 0.0;
+    float r, q;
+    for (int64_t i = 0; i < n; i++) {
+        row_moments(x + (i * c + ch) * hw, hw, 0.0f, &r, &q);
+        s += r;
+    }
+    int64_t m = n * hw;
+    double mu = s / (double)m, ss = 0.0;
+    float muf = (float)mu;
+    for (int64_t i = 0; i < n; i++) {
+        row_moments(x + (i * c + ch) * hw, hw, muf, &r, &q);
+        ss += q;
+    }
+    double var = ss / (double)m;
+    mean[ch] = muf;
+    invstd[ch] = (float)(1.0 / sqrt(var + (double)eps));
+    if (run_mean) {
+        double unb = m > 1 ? ss / (double)(m - 1) : var;
+        run_mean[ch] = (float)((1.0 - momentum) * run_mean[ch] + momentum * mu);
+        run_var[ch] = (float)((1.0 - momentum) * run_var[ch] + momentum * unb);
+    }
+}
 
 DG_HOT void dg__cpu_bn_stats(float *mean, float *invstd, float *run_mean, float *run_var,
                              const float *x, int64_t n, int64_t c, int64_t hw, float momentum,
                              float eps, bool training) {
-    if (!training) {
-        for (int64_t ch = 0; ch < c; ch++) {
+    for (int64_t ch = 0; ch < c; ch++) {
+        if (training) {
+            bn_channel_stats(mean, invstd, run_mean, run_var, x, n, c, hw, ch, momentum, eps);
+        } else {
             mean[ch] = run_mean[ch];
             invstd[ch] = 1.0f / sqrtf(run_var[ch] + eps);
         }
-        return;
     }
-    /* One pass of sums shifted by the channel's first value (rows in float,
-     * vectorized; rows summed in double): with d = x - shift,
-     * var = (sum d^2 - (sum d)^2 / m) / m. The shift, a sample of the
-     * channel, keeps sum d and sum d^2 small against the variance. */
-    const int64_t m = n * hw;
-    for (int64_t c0 = 0; c0 < c; c0 += CB) {
-        const int64_t nb = c - c0 < CB ? c - c0 : CB;
-        double s[CB] = { 0 }, ss[CB] = { 0 };
-        float shift[CB];
-        for (int64_t k = 0; k < nb; k++) shift[k] = x[(c0 + k) * hw];
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t k = 0; k < nb; k++) {
-                float r, q;
-                row_moments(x + (i * c + c0 + k) * hw, hw, shift[k], &r, &q);
-                s[k] += r;
-                ss[k] += q;
-            }
-        for (int64_t k = 0; k < nb; k++) {
-            const int64_t ch = c0 + k;
-            double md = s[k] / (double)m, mu = (double)shift[k] + md;
-            double sq = ss[k] - s[k] * md;   /* sum (x - mu)^2 */
-            if (sq < 0.0) sq = 0.0;
-            double var = sq / (double)m;
-            mean[ch] = (float)mu;
-            invstd[ch] = (float)(1.0 / sqrt(var + (double)eps));
-            if (run_mean) {
-                double unb = m > 1 ? sq / (double)(m - 1) : var;
-                run_mean[ch] = (float)((1.0 - momentum) * run_mean[ch] + momentum * mu);
-                run_var[ch] = (float)((1.0 - momentum) * run_var[ch] + momentum * unb);
-            }
+}
+
+/* Training forward channel by channel: statistics, then a third pass over
+ * the channel's rows, from L2 when they fit (MNIST's 256 x 24 x 24: 576
+ * KiB a channel), to normalize. */
+DG_HOT void dg__cpu_bn_stats_fwd(float *y, float *mean, float *invstd, float *run_mean,
+                                 float *run_var, const float *x, const float *w, const float *b,
+                                 int64_t n, int64_t c, int64_t hw, float momentum, float eps) {
+    for (int64_t ch = 0; ch < c; ch++) {
+        bn_channel_stats(mean, invstd, run_mean, run_var, x, n, c, hw, ch, momentum, eps);
+        float sc = invstd[ch] * (w ? w[ch] : 1.0f);
+        float sh = (b ? b[ch] : 0.0f) - mean[ch] * sc;
+        for (int64_t i = 0; i < n; i++) {
+            const float *restrict p = x + (i * c + ch) * hw;
+            float *restrict q = y + (i * c + ch) * hw;
+            for (int64_t j = 0; j < hw; j++) q[j] = p[j] * sc + sh;
         }
     }
 }

@@ -220,58 +220,99 @@ ALWAYS_INLINE void pack_b_last(const int w, float *dst, const float *src, int64_
  * ends at its last column and so overlaps the one before when the width is
  * not a multiple of w; both compute the same values. Only when n < w does
  * a vector hang past the end: it is zero-padded and staged through ct. */
+/* One k pass [p0, p0 + kc) over one column panel [j0, j0 + nc) of C, all
+ * row blocks. */
+ALWAYS_INLINE void panel_pass(const int w, const int nvmax, bool ta, bool tb, int64_t m, int64_t kc,
+                              int64_t p0, int64_t j0, int64_t nc, float alpha, const float *a,
+                              int64_t lda, const float *b, int64_t ldb, float bet, float *c,
+                              int64_t ldc, bool alias, float *pack, float *ct) {
+    const int nr = nvmax * w;
+    const int64_t ars = ta ? 1 : lda, acs = ta ? lda : 1;
+    const int64_t nblk = (m + MR - 1) / MR;   /* row blocks, sizes differ by at most 1 */
+    bool whole = nc >= w;
+    int nv = (int)(nc + w - 1) / w, jl = whole ? (int)nc - w : 0;
+    const float *bp = b + p0 * ldb + j0, *bl = bp + jl;
+    int64_t bs = ldb, bls = ldb;
+    if (tb) {   /* the panel of B^T */
+        pack_bt(w == 16, pack, nr, b + j0 * ldb + p0, ldb, (int)nc, nv * w, kc);
+        bp = pack, bs = nr, bl = pack + jl, bls = nr;
+    } else if (alias) {
+        pack_b(pack, nr, bp, ldb, (int)nc, nv * w, kc);
+        bp = pack, bs = nr, bl = pack + jl, bls = nr;
+    } else if (!whole) {
+        pack_b_last(w, pack, bp, ldb, (int)nc, kc);
+        bl = pack, bls = w;
+    }
+    int64_t i0 = 0;
+    for (int64_t ib = 0; ib < nblk; ib++) {
+        int mr = (int)((m - i0 + nblk - ib - 1) / (nblk - ib));
+        const float *ai = a + i0 * ars + p0 * acs;
+        float *ci = c + i0 * ldc + j0;
+        if (whole) {
+            tile_any(w, nvmax, mr, nv, kc, ai, ars, acs, bp, bs, bl, bls, ci, ldc, ci + jl, ldc,
+                     alpha, bet, bet);
+        } else {   /* n < w: to ct, then its valid part to C */
+            tile_any(w, nvmax, mr, 1, kc, ai, ars, acs, bp, bs, bl, bls, ci, ldc, ct, w, alpha, bet,
+                     0.0f);
+            for (int r = 0; r < mr; r++)
+                for (int j = 0; j < w; j++) {   /* to w, not nc: no memcpy call */
+                    float *cij = ci + r * ldc + j, t = ct[r * w + j];
+                    if (j < nc) *cij = bet == 0.0f ? t : t + bet * *cij;
+                }
+        }
+        i0 += mr;
+    }
+}
+
+/* Most bytes of A for which the panels go outermost (below). */
+#define A_SMALL (256 << 10)
+
+/* The loops over k passes, column panels of up to nvmax vectors of w floats
+ * and blocks of rows. w and nvmax are constants. A panel's last vector
+ * ends at its last column and so overlaps the one before when the width is
+ * not a multiple of w; both compute the same values. Only when n < w does
+ * a vector hang past the end: it is zero-padded and staged through ct.
+ * When A is small (in L2) the panels go outermost and the k passes inside,
+ * so that a panel of C stays in L1 between passes (GFLOP/s k-outermost ->
+ * panel-outermost: 32 x 384 x 600 NN, a convolution, 100 -> 132; 256 x
+ * 512 x 256 TN 103 -> 140; 50 x 784 x 64 TN 105 -> 129); else the k passes
+ * go outermost, so that A is not read again for every panel. */
 ALWAYS_INLINE void gemm_body(const int w, const int nvmax, bool ta, bool tb, int64_t m,
                              int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                              const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     float pack[KC_NT * PANEL] __attribute__((aligned(64)));
     float ct[MR * 16] __attribute__((aligned(64)));
     const int nr = nvmax * w;
-    const int64_t ars = ta ? 1 : lda, acs = ta ? lda : 1;
-    const int64_t nblk = (m + MR - 1) / MR;   /* row blocks, sizes differ by at most 1 */
+    const int64_t nblk = (m + MR - 1) / MR;
     const int64_t kmax = tb ? KC_NT : KC, npass = (k + kmax - 1) / kmax;
     const int64_t kstep = (k + npass - 1) / npass;   /* passes of equal size */
-    const bool alias = !tb && ldb % 128 == 0 && nblk > 1;   /* B's rows share L1 sets */
-    for (int64_t p0 = 0; p0 < k; p0 += kstep) {
-        int64_t kc = k - p0 < kstep ? k - p0 : kstep;
-        float bet = p0 == 0 ? beta : 1.0f;
+    /* B's rows share L1 sets: 4096 / gcd(4 ldb, 4096) set offsets among
+     * them. Copy the panel when 4 or fewer (ldb % 256 == 0), or 8 and
+     * enough row blocks to pay for the copy: 32 x 384 x 600 NN, 8 offsets,
+     * 6 blocks: 130 GFLOP/s in place, 96 copied; 256 x 128 x 256, 43
+     * blocks: 117 in place, 145 copied; 64 x 768 x 256, 4 offsets: 73 in
+     * place, 113 copied. */
+    const bool alias = !tb && nblk > 1 && (ldb % 256 == 0 || (ldb % 128 == 0 && nblk >= 12));
+    const bool panels_outer = m * k * (int64_t)sizeof(float) <= A_SMALL;
+    /* leave no last panel narrower than a vector */
+#define PANEL_WIDTH(j0) (n - (j0) <= nr ? n - (j0) : n - (j0) - nr >= w ? nr : n - (j0) - w)
+#define PASS(p0, j0, nc) \
+    panel_pass(w, nvmax, ta, tb, m, k - (p0) < kstep ? k - (p0) : kstep, p0, j0, nc, alpha, a, \
+               lda, b, ldb, (p0) == 0 ? beta : 1.0f, c, ldc, alias, pack, ct)
+    if (panels_outer) {
         for (int64_t j0 = 0, nc; j0 < n; j0 += nc) {
-            int64_t left = n - j0;   /* leave no last panel narrower than a vector */
-            nc = left <= nr ? left : left - nr >= w ? nr : left - w;
-            bool whole = nc >= w;
-            int nv = (int)(nc + w - 1) / w, jl = whole ? (int)nc - w : 0;
-            const float *bp = b + p0 * ldb + j0, *bl = bp + jl;
-            int64_t bs = ldb, bls = ldb;
-            if (tb) {   /* the panel of B^T */
-                pack_bt(w == 16, pack, nr, b + j0 * ldb + p0, ldb, (int)nc, nv * w, kc);
-                bp = pack, bs = nr, bl = pack + jl, bls = nr;
-            } else if (alias) {
-                pack_b(pack, nr, bp, ldb, (int)nc, nv * w, kc);
-                bp = pack, bs = nr, bl = pack + jl, bls = nr;
-            } else if (!whole) {
-                pack_b_last(w, pack, bp, ldb, (int)nc, kc);
-                bl = pack, bls = w;
-            }
-            int64_t i0 = 0;
-            for (int64_t ib = 0; ib < nblk; ib++) {
-                int mr = (int)((m - i0 + nblk - ib - 1) / (nblk - ib));
-                const float *ai = a + i0 * ars + p0 * acs;
-                float *ci = c + i0 * ldc + j0;
-                if (whole) {
-                    tile_any(w, nvmax, mr, nv, kc, ai, ars, acs, bp, bs, bl, bls, ci, ldc, ci + jl,
-                             ldc, alpha, bet, bet);
-                } else {   /* n < w: to ct, then its valid part to C */
-                    tile_any(w, nvmax, mr, 1, kc, ai, ars, acs, bp, bs, bl, bls, ci, ldc, ct, w,
-                             alpha, bet, 0.0f);
-                    for (int r = 0; r < mr; r++)
-                        for (int j = 0; j < w; j++) {   /* to w, not nc: no memcpy call */
-                            float *cij = ci + r * ldc + j, t = ct[r * w + j];
-                            if (j < nc) *cij = bet == 0.0f ? t : t + bet * *cij;
-                        }
-                }
-                i0 += mr;
-            }
+            nc = PANEL_WIDTH(j0);
+            for (int64_t p0 = 0; p0 < k; p0 += kstep) PASS(p0, j0, nc);
         }
+    } else {
+        for (int64_t p0 = 0; p0 < k; p0 += kstep)
+            for (int64_t j0 = 0, nc; j0 < n; j0 += nc) {
+                nc = PANEL_WIDTH(j0);
+                PASS(p0, j0, nc);
+            }
     }
+#undef PASS
+#undef PANEL_WIDTH
 }
 
 #define GEMM_ARGS bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, \

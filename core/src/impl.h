@@ -170,6 +170,12 @@ typedef struct dg_backend {
     /* y = (x - mean) * invstd * w + b; w, b may be NULL (1 and 0). */
     void (*bn_fwd)(float *y, const float *x, const float *mean, const float *invstd,
                    const float *w, const float *b, int64_t n, int64_t c, int64_t hw);
+    /* Optional (NULL: bn_stats then bn_fwd): both in one call, training
+     * mode, so that a backend can normalize each channel while its rows are
+     * still in cache. */
+    void (*bn_stats_fwd)(float *y, float *mean, float *invstd, float *run_mean, float *run_var,
+                         const float *x, const float *w, const float *b, int64_t n, int64_t c,
+                         int64_t hw, float momentum, float eps);
     /* Gradients of bn_fwd (training: through the batch stats too). dx, dw,
      * db may be NULL; acc_* add instead of overwrite. */
     void (*bn_bwd)(float *dx, float *dw, float *db, const float *dy, const float *x,

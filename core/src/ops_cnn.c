@@ -404,11 +404,16 @@ dg_tensor *dg_batch_norm2d(dg_tensor *x, dg_tensor *running_mean, dg_tensor *run
     const dg_backend *be = ctx->be;
     dg_tensor *mean = dg__tensor_alloc(ctx, DG_F32, 1, &C);
     dg_tensor *invstd = dg__tensor_alloc(ctx, DG_F32, 1, &C);
-    be->bn_stats(mean->data, invstd->data, running_mean ? running_mean->data : NULL,
-                 running_var ? running_var->data : NULL, x->data, N, C, HW, momentum, eps, training);
     dg_tensor *out = dg__tensor_alloc(ctx, DG_F32, x->ndim, x->shape);
-    be->bn_fwd(out->data, x->data, mean->data, invstd->data, weight ? weight->data : NULL,
-               bias ? bias->data : NULL, N, C, HW);
+    float *rm = running_mean ? running_mean->data : NULL, *rv = running_var ? running_var->data : NULL;
+    const float *wd = weight ? weight->data : NULL, *bd = bias ? bias->data : NULL;
+    if (training && be->bn_stats_fwd) {
+        be->bn_stats_fwd(out->data, mean->data, invstd->data, rm, rv, x->data, wd, bd, N, C, HW,
+                         momentum, eps);
+    } else {
+        be->bn_stats(mean->data, invstd->data, rm, rv, x->data, N, C, HW, momentum, eps, training);
+        be->bn_fwd(out->data, x->data, mean->data, invstd->data, wd, bd, N, C, HW);
+    }
     dg_tensor *in[3] = { x, weight, bias };
     if (dg__needs_grad(ctx, 3, in)) {
         int nin = bias ? 3 : weight ? 2 : 1;
