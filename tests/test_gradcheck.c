@@ -1187,6 +1187,28 @@ static void test_memory_large(void) {
     dg_ctx_free(ctx);
 }
 
+/* Matrix products with an empty inner or outer dimension: [3,0]x[0,4] is
+ * a [3,4] of zeros (as in PyTorch), [0,5]x[5,2] is [0,2]; backward works. */
+static void test_matmul_empty(void) {
+    dg_ctx *ctx = dg_ctx_new(DG_CPU);
+    int64_t s30[2] = { 3, 0 }, s04[2] = { 0, 4 }, s05[2] = { 0, 5 }, s52[2] = { 5, 2 };
+    dg_tensor *a = dg_zeros(ctx, DG_F32, 2, s30), *b = dg_zeros(ctx, DG_F32, 2, s04);
+    a->requires_grad = b->requires_grad = true;
+    dg_tensor *c = dg_matmul(a, b);
+    CHECK_NOT_NULL(c);
+    if (c) {
+        CHECK(c->ndim == 2 && c->shape[0] == 3 && c->shape[1] == 4);
+        double s = 0;
+        for (int64_t i = 0; i < 12; i++) s += fabs(dg_item_at(c, i));
+        CHECK_NEAR(s, 0.0, 0, 0);
+        CHECK(dg_backward(dg_sum(c)) == DG_OK);
+    }
+    dg_tensor *d = dg_matmul(dg_full(ctx, 2, s05, 1.0f), dg_full(ctx, 2, s52, 2.0f));
+    CHECK_NOT_NULL(d);
+    if (d) CHECK(d->ndim == 2 && d->shape[0] == 0 && d->shape[1] == 2 && dg_numel(d) == 0);
+    dg_ctx_free(ctx);
+}
+
 int main(void) {
     dg_set_num_threads(1);
     test_gradcheck_all();
@@ -1203,6 +1225,7 @@ int main(void) {
     test_intermediate_grad();
     test_hook_unreached_first_use();
     test_numerics();
+    test_matmul_empty();
     test_memory_steady_state();
     test_memory_large();
     return dgt_report("test_gradcheck");

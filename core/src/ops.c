@@ -284,6 +284,11 @@ static bool gemm_layout(const dg_tensor *t, gemm_op *o) {
     int64_t rows = t->shape[nd - 2], cols = t->shape[nd - 1];
     int64_t s0 = t->stride[nd - 2], s1 = t->stride[nd - 1];
     int64_t mc = cols > 1 ? cols : 1, mr = rows > 1 ? rows : 1;
+    if (rows == 0 || cols == 0) {   /* empty: any layout; BLAS wants ld >= cols */
+        o->trans = false;
+        o->ld = mc;
+        return true;
+    }
     if ((s1 == 1 || cols == 1) && (s0 >= mc || rows == 1)) {
         o->trans = false;
         o->ld = rows == 1 ? mc : s0;
