@@ -3,7 +3,11 @@
  * --keep pruning; dg_checkpoint_latest skips invalid and temporary files;
  * bad input (truncated, bit-flipped, wrong version, bad magic, another
  * model, another optimizer) fails with a message naming the file and
- * changes nothing. Exit 77 (skip) when dgrad has no protobuf-c. */
+ * changes nothing. Buffers (dg_train_state.buffers): restored bitwise; a
+ * count, shape or dtype mismatch, or buffers in the file but none in the
+ * model, fails before anything changes; a checkpoint without buffers
+ * loads with none; corrupt stored buffers are caught by
+ * dg_checkpoint_check_buffer. Exit 77 (skip) when dgrad has no protobuf-c. */
 #define _XOPEN_SOURCE 700
 #include "dgrad/checkpoint.h"
 #include "dgrad/nn.h"
@@ -72,23 +76,180 @@ static void write_file(const char *path, const unsigned char *buf, size_t n) {
     fclose(f);
 }
 
-/* Loading path into m must fail with a message naming path and holding
- * want, and must leave m unchanged. */
-static void expect_bad(model *m, const char *path, const char *want, const char *optimizer) {
-    uint64_t before = model_hash(m);
+/* FNV-1a over the bytes of n tensors (any dtype) */
+static uint64_t tensors_hash(dg_tensor **t, int n) {
+    uint64_t h = 1469598103934665603ULL;
+    unsigned char buf[512];
+    for (int i = 0; i < n; i++) {
+        size_t bytes = (size_t)dg_numel(t[i]) * dg_dtype_size(t[i]->dtype);
+        DG_ASSERT(bytes <= sizeof buf);
+        dg_tensor_to_host(t[i], buf);
+        for (size_t k = 0; k < bytes; k++) h = (h ^ buf[k]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+/* Loading path into m with st (st->step must be -1) must fail with a
+ * message naming path and holding want, and must leave m and st's buffers
+ * unchanged. */
+static void expect_bad_st(model *m, const char *path, const char *want, dg_train_state *st) {
+    uint64_t before = model_hash(m), bbefore = tensors_hash(st->buffers, st->num_buffers);
     float lr = dg_optim_get_lr(m->opt);
-    dg_train_state st = { .step = -1, .optimizer = optimizer };
     dg_clear_error();
-    dg_status s = dg_checkpoint_load(path, m->ctx, m->opt, &st, NULL, NULL, 0);
+    dg_status s = dg_checkpoint_load(path, m->ctx, m->opt, st, NULL, NULL, 0);
     CHECKF(s == DG_ERR, "loading %s should fail", path);
     const char *e = dg_last_error();
     CHECKF(strstr(e, path) != NULL, "message names the file: %s", e);
     CHECKF(strstr(e, want) != NULL, "message says '%s': %s", want, e);
     CHECKF(!strchr(e, '\n'), "one line: %s", e);
-    CHECKF(model_hash(m) == before && dg_optim_get_lr(m->opt) == lr && st.step == -1,
+    CHECKF(model_hash(m) == before && dg_optim_get_lr(m->opt) == lr && st->step == -1,
            "nothing loaded from %s", path);
+    CHECKF(tensors_hash(st->buffers, st->num_buffers) == bbefore, "no buffer loaded from %s", path);
     printf("  %s -> %s\n", path, e);
     dg_clear_error();
+}
+
+static void expect_bad(model *m, const char *path, const char *want, const char *optimizer) {
+    dg_train_state st = { .step = -1, .optimizer = optimizer };
+    expect_bad_st(m, path, want, &st);
+}
+
+/* A persistent tensor of m's context whose bytes are b, b + 1, ... */
+static dg_tensor *pattern_tensor(model *m, dg_dtype dtype, int ndim, const int64_t *shape, unsigned b) {
+    dg_tensor *t = dg_tensor_persistent(m->ctx, dtype, ndim, shape);
+    DG_ASSERT(t != NULL);
+    unsigned char buf[512];
+    size_t bytes = (size_t)dg_numel(t) * dg_dtype_size(dtype);
+    DG_ASSERT(bytes <= sizeof buf);
+    for (size_t k = 0; k < bytes; k++) buf[k] = (unsigned char)(b + k);
+    dg_tensor_copy_from_host(t, buf);
+    return t;
+}
+
+/* CRC32C, to re-seal a checkpoint file after editing its payload */
+static uint32_t crc32c(const unsigned char *p, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* buf is a whole checkpoint file: magic, version (2 bytes), then the
+ * payload (field 2) and its CRC (field 3, the last 4 bytes). Recompute it. */
+static void reseal(unsigned char *buf, size_t n) {
+    DG_ASSERT(buf[10] == 0x12);
+    size_t len = 0, at = 11;
+    int sh = 0;
+    for (; buf[at] & 0x80; sh += 7) len |= (size_t)(buf[at++] & 0x7f) << sh;
+    len |= (size_t)buf[at++] << sh;
+    DG_ASSERT(at + len + 5 == n && buf[n - 5] == 0x1d);
+    uint32_t c = crc32c(buf + at, len);
+    for (int k = 0; k < 4; k++) buf[n - 4 + k] = (unsigned char)(c >> (8 * k));
+}
+
+/* Offset of the first occurrence of pat (m bytes) in buf, or -1 */
+static long find_bytes(const unsigned char *buf, size_t n, const unsigned char *pat, size_t m) {
+    for (size_t i = 0; i + m <= n; i++)
+        if (!memcmp(buf + i, pat, m)) return (long)i;
+    return -1;
+}
+
+/* Buffers: a round trip restores them bitwise; mismatches fail before
+ * anything changes; old-style checkpoints (no buffers) load without. dir
+ * holds old, a checkpoint of a model like make_model(x, 5) without
+ * buffers. */
+static void test_buffers(const char *dir, const char *old) {
+    char bdir[2048], bpath[4096], bad[4096];
+    snprintf(bdir, sizeof bdir, "%s/buffers", dir);
+    model e = make_model(5, 5);
+    const int64_t s4[1] = { 4 }, s23[2] = { 2, 3 }, s32[2] = { 3, 2 };
+    dg_tensor *eb[2] = { pattern_tensor(&e, DG_F32, 1, s4, 1), pattern_tensor(&e, DG_I64, 2, s23, 100) };
+    uint64_t hb = tensors_hash(eb, 2), he = model_hash(&e);
+    dg_train_state es = { .step = 3, .optimizer = "adam", .buffers = eb, .num_buffers = 2 };
+    CHECK(dg_checkpoint_save(bdir, e.ctx, e.opt, &es, NULL, 0) == DG_OK);
+    snprintf(bpath, sizeof bpath, "%s/ckpt-3.dgck", bdir);
+    unsigned char *buf;
+    size_t n = read_file(bpath, &buf);
+    CHECK(dg_checkpoint_check_buffer(buf, n, "mem") == DG_OK);
+
+    /* overwrite, load back into the same model: bitwise equal */
+    dg_tensor *scratch[2] = { pattern_tensor(&e, DG_F32, 1, s4, 7), pattern_tensor(&e, DG_I64, 2, s23, 9) };
+    for (int i = 0; i < 2; i++) CHECK(dg_tensor_copy(eb[i], scratch[i]) == DG_OK);
+    CHECK(tensors_hash(eb, 2) != hb);
+    dg_train_state rs = { .optimizer = "adam", .buffers = eb, .num_buffers = 2 };
+    CHECK(dg_checkpoint_load(bpath, e.ctx, e.opt, &rs, NULL, NULL, 0) == DG_OK);
+    CHECK(tensors_hash(eb, 2) == hb && model_hash(&e) == he && rs.step == 3);
+    int64_t iv[6];
+    dg_tensor_to_host(eb[1], iv);
+    CHECKF(iv[0] == 0x6b6a696867666564LL, "int64 buffer restored bitwise: %llx", (unsigned long long)iv[0]);
+    /* and into another model of the same shapes */
+    model f = make_model(6, 5);
+    dg_tensor *fb[2] = { pattern_tensor(&f, DG_F32, 1, s4, 50), pattern_tensor(&f, DG_I64, 2, s23, 60) };
+    dg_train_state fs = { .optimizer = "adam", .buffers = fb, .num_buffers = 2 };
+    CHECK(dg_checkpoint_load(bdir, f.ctx, f.opt, &fs, NULL, NULL, 0) == DG_OK);
+    CHECK(tensors_hash(fb, 2) == hb && model_hash(&f) == he);
+
+    /* mismatches: model c (other parameters) keeps its parameters and buffers */
+    model c = make_model(3, 5);
+    dg_tensor *cb[2] = { pattern_tensor(&c, DG_F32, 1, s4, 30), pattern_tensor(&c, DG_I64, 2, s32, 40) };
+    dg_train_state cs = { .step = -1, .optimizer = "adam", .buffers = cb, .num_buffers = 1 };
+    expect_bad_st(&c, bpath, "checkpoint has 2 buffers [4, 2x3], model has 1 buffers [4]", &cs);
+    cs.num_buffers = 2;
+    expect_bad_st(&c, bpath, "checkpoint has 2 buffers [4, 2x3], model has 2 buffers [4, 3x2]", &cs);
+    cb[1] = pattern_tensor(&c, DG_I32, 2, s23, 40);
+    expect_bad_st(&c, bpath, "buffer 1 is int64 in the checkpoint, int32 in the model", &cs);
+    /* buffers in the file, none in the state (or no state) */
+    expect_bad(&c, bpath, "checkpoint has 2 buffers [4, 2x3], model has 0 buffers []", "adam");
+    uint64_t hc = model_hash(&c);
+    dg_clear_error();
+    CHECK(dg_checkpoint_load(bpath, c.ctx, NULL, NULL, NULL, NULL, 0) == DG_ERR);
+    CHECKF(strstr(dg_last_error(), "checkpoint has 2 buffers") != NULL, "st == NULL: %s", dg_last_error());
+    CHECK(model_hash(&c) == hc);
+    dg_clear_error();
+    /* an old-style checkpoint (no buffers): loads with none, not with some */
+    dg_train_state os = { .optimizer = "adam" };
+    CHECK(dg_checkpoint_load(old, c.ctx, c.opt, &os, NULL, NULL, 0) == DG_OK);
+    cb[1] = pattern_tensor(&c, DG_I64, 2, s23, 40);
+    cs.step = -1;
+    expect_bad_st(&c, old, "checkpoint has 0 buffers [], model has 2 buffers [4, 2x3]", &cs);
+
+    /* corrupt stored buffers: buffer 1's Tensor is shape {2, 3} (packed),
+     * dtype 4 (I64), then 48 bytes of data */
+    const unsigned char t1[] = { 0x12, 0x02, 0x02, 0x03, 0x18, 0x04, 0x22, 0x30 };
+    long at = find_bytes(buf, n, t1, sizeof t1);
+    CHECKF(at > 0 && find_bytes(buf + at + 1, n - (size_t)at - 1, t1, sizeof t1) < 0, "buffer 1 found once");
+    if (at > 0) {
+        buf[at + 3] = 0x04;   /* shape 2x4: needs 64 bytes */
+        reseal(buf, n);
+        dg_clear_error();
+        CHECK(dg_checkpoint_check_buffer(buf, n, "mem") == DG_ERR);
+        CHECKF(strstr(dg_last_error(), "mem: corrupt checkpoint: buffer 1 holds 48 bytes, its shape needs 64"),
+               "%s", dg_last_error());
+        snprintf(bad, sizeof bad, "%s/bufshape.dgck", bdir);
+        write_file(bad, buf, n);
+        cs.step = -1;
+        expect_bad_st(&c, bad, "corrupt checkpoint: buffer 1 holds 48 bytes", &cs);
+        buf[at + 3] = 0x03;
+        buf[at + 5] = 0x09;   /* unknown dtype */
+        reseal(buf, n);
+        CHECK(dg_checkpoint_check_buffer(buf, n, "mem") == DG_ERR);
+        CHECKF(strstr(dg_last_error(), "buffer 1 has unknown dtype 9"), "%s", dg_last_error());
+        buf[at + 5] = 0x04;
+        reseal(buf, n);
+        dg_clear_error();
+        CHECK(dg_checkpoint_check_buffer(buf, n, "mem") == DG_OK);
+    }
+    /* bad arguments to save */
+    dg_train_state ns = { .step = 4, .optimizer = "adam", .num_buffers = 1 };
+    CHECK(dg_checkpoint_save(bdir, e.ctx, e.opt, &ns, NULL, 0) == DG_ERR);
+    CHECKF(strstr(dg_last_error(), "num_buffers 1 without buffers"), "%s", dg_last_error());
+    dg_clear_error();
+    free(buf);
+    dg_ctx_free(e.ctx);
+    dg_ctx_free(f.ctx);
+    dg_ctx_free(c.ctx);
 }
 
 int main(void) {
@@ -212,6 +373,8 @@ int main(void) {
     /* no checkpoint at all: OK and "" */
     snprintf(bad, sizeof bad, "%s/none", dir);
     CHECK(dg_checkpoint_latest(bad, path, sizeof path) == DG_OK && path[0] == '\0');
+
+    test_buffers(dir, p2);
 
     free(buf);
     dg_sampler_free(&sampler);

@@ -87,6 +87,8 @@ static dg_status check_tensor(const Dg__Tensor *t, const char *name, const char 
 static dg_status check_payload(const Dg__Checkpoint *ck, const char *name) {
     for (size_t i = 0; i < ck->n_params; i++)
         if (check_tensor(ck->params[i], name, "parameter", i)) return DG_ERR;
+    for (size_t i = 0; i < ck->n_buffers; i++)
+        if (check_tensor(ck->buffers[i], name, "buffer", i)) return DG_ERR;
     const Dg__OptimizerState *o = ck->optimizer;
     if (o) {
         if (o->num_slots < 0 || o->num_slots > MAX_SLOTS ||
@@ -145,6 +147,8 @@ static dg_status parse_file(const uint8_t *buf, size_t len, const char *name, Dg
         dg__checkpoint_file__free_unpacked(f, NULL);
         return DG_ERR;
     }
+#else
+    (void)crc;
 #endif
     *file = f;
     return DG_OK;
@@ -379,7 +383,7 @@ static void prune(const char *dir, int keep) {
 }
 
 /* Rank 0's part of a save: the message, packed, written. rng and stats are
- * every rank's, gathered. */
+ * every rank's, gathered; the buffers are rank 0's. */
 static dg_status save_rank0(const char *dir, dg_ctx *ctx, dg_optim *opt, const dg_train_state *st,
                             int world, const uint64_t *rng, const double *stats, int keep) {
     if (mkdir_p(dir)) return DG_ERR;
@@ -387,8 +391,9 @@ static dg_status save_rank0(const char *dir, dg_ctx *ctx, dg_optim *opt, const d
     dg_tensor **params = dg_ctx_params(ctx, &np);
     int nslots = opt ? dg_optim_num_slots(opt) : 0;
     size_t nstate = (size_t)np * (size_t)nslots;
-    Dg__Tensor *tens = calloc((size_t)np + nstate, sizeof *tens);
-    Dg__Tensor **pp = calloc((size_t)np + nstate, sizeof *pp);
+    size_t nbuf = st ? (size_t)st->num_buffers : 0;
+    Dg__Tensor *tens = calloc((size_t)np + nstate + nbuf, sizeof *tens);
+    Dg__Tensor **pp = calloc((size_t)np + nstate + nbuf, sizeof *pp);
     dg_status s = (tens && pp) ? DG_OK : dg_set_error("dg_checkpoint_save: out of memory");
     size_t made = 0;
     for (int i = 0; !s && i < np; i++, made++) {
@@ -401,6 +406,15 @@ static dg_status save_rank0(const char *dir, dg_ctx *ctx, dg_optim *opt, const d
         pp[made] = &tens[made];
         s = fill_tensor(&tens[made], t, NULL);
     }
+    for (size_t i = 0; !s && i < nbuf; i++, made++) {
+        const dg_tensor *t = st->buffers[i];
+        if (!t) {
+            s = dg_set_error("dg_checkpoint_save: buffer %zu of %zu is NULL", i, nbuf);
+            break;
+        }
+        pp[made] = &tens[made];
+        s = fill_tensor(&tens[made], t, t->name);
+    }
     Dg__Checkpoint ck = DG__CHECKPOINT__INIT;
     Dg__OptimizerState os = DG__OPTIMIZER_STATE__INIT;
     Dg__HyperParam lr = DG__HYPER_PARAM__INIT, *hp[1] = { &lr };
@@ -412,6 +426,8 @@ static dg_status save_rank0(const char *dir, dg_ctx *ctx, dg_optim *opt, const d
     if (!s) {
         ck.n_params = (size_t)np;
         ck.params = pp;
+        ck.n_buffers = nbuf;
+        ck.buffers = pp + np + nstate;
         if (opt) {
             os.kind = (char *)(st && st->optimizer ? st->optimizer : "");
             lr.name = "lr";
@@ -500,9 +516,11 @@ static dg_status share_verdict(dg_comm *comm, dg_status s) {
 dg_status dg_checkpoint_save(const char *dir, dg_ctx *ctx, dg_optim *opt, const dg_train_state *st,
                              dg_comm *comm, int keep) {
     if (!dir || !dir[0] || !ctx) return dg_set_error("dg_checkpoint_save: no directory or context");
-    if (st && (st->num_stats < 0 || st->num_stats > DG_CHECKPOINT_MAX_STATS || st->pos < 0 || st->step < 0))
-        return dg_set_error("dg_checkpoint_save: bad training state (num_stats %d, pos %lld, step %lld)",
-                            st->num_stats, (long long)st->pos, (long long)st->step);
+    if (st && (st->num_stats < 0 || st->num_stats > DG_CHECKPOINT_MAX_STATS || st->pos < 0 || st->step < 0 ||
+               st->num_buffers < 0 || (st->num_buffers > 0 && !st->buffers)))
+        return dg_set_error("dg_checkpoint_save: bad training state (num_stats %d, pos %lld, step %lld, "
+                            "num_buffers %d%s)", st->num_stats, (long long)st->pos, (long long)st->step,
+                            st->num_buffers, st->num_buffers > 0 && !st->buffers ? " without buffers" : "");
     int world = world_of(comm), rank = rank_of(comm);
     uint64_t *rng = calloc((size_t)world * 4, sizeof *rng);
     double *stats = calloc((size_t)world * DG_CHECKPOINT_MAX_STATS, sizeof *stats);
@@ -534,29 +552,56 @@ dg_status dg_checkpoint_save(const char *dir, dg_ctx *ctx, dg_optim *opt, const 
 }
 
 /* ---- loading ------------------------------------------------------------- */
+/* "checkpoint has 4 <what> [784x50, ...], model has 4 <what> [...]" */
+static dg_status model_mismatch(const char *name, const char *what, Dg__Tensor *const *ct, size_t cn,
+                                dg_tensor *const *mt, int mn) {
+    enum { SHOW = 8 };
+    const int64_t *cs[SHOW], *ms[SHOW];
+    int cd[SHOW], md[SHOW];
+    for (int i = 0; i < SHOW; i++) {
+        if ((size_t)i < cn) { cs[i] = ct[i]->shape; cd[i] = (int)ct[i]->n_shape; }
+        if (i < mn) { ms[i] = mt[i]->shape; md[i] = mt[i]->ndim; }
+    }
+    char a[256], b[256];
+    shape_list(a, sizeof a, (int)cn, cs, cd);
+    shape_list(b, sizeof b, mn, ms, md);
+    return dg_set_error("%s: checkpoint is for another model: checkpoint has %zu %s %s, model has %d %s %s",
+                        name, cn, what, a, mn, what, b);
+}
+
+/* Same count, and each stored tensor has the shape and dtype of the model's. */
+static bool same_tensors(Dg__Tensor *const *ct, size_t cn, dg_tensor *const *mt, int mn) {
+    bool same = cn == (size_t)mn;
+    for (int i = 0; same && i < mn; i++) {
+        const Dg__Tensor *t = ct[i];
+        same = t->dtype == (int32_t)mt[i]->dtype && t->n_shape == (size_t)mt[i]->ndim &&
+               !memcmp(t->shape, mt[i]->shape, t->n_shape * sizeof *t->shape);
+    }
+    return same;
+}
+
 static dg_status check_model(const Dg__Checkpoint *ck, const char *name, dg_ctx *ctx, dg_optim *opt,
                              const dg_train_state *st) {
     int np;
     dg_tensor **params = dg_ctx_params(ctx, &np);
-    bool same = ck->n_params == (size_t)np;
-    for (int i = 0; same && i < np; i++) {
-        const Dg__Tensor *t = ck->params[i];
-        same = t->dtype == (int32_t)params[i]->dtype && t->n_shape == (size_t)params[i]->ndim &&
-               !memcmp(t->shape, params[i]->shape, t->n_shape * sizeof *t->shape);
-    }
-    if (!same) {
-        enum { SHOW = 8 };
-        const int64_t *cs[SHOW], *ms[SHOW];
-        int cn[SHOW], mn[SHOW];
-        for (int i = 0; i < SHOW; i++) {
-            if ((size_t)i < ck->n_params) { cs[i] = ck->params[i]->shape; cn[i] = (int)ck->params[i]->n_shape; }
-            if (i < np) { ms[i] = params[i]->shape; mn[i] = params[i]->ndim; }
+    if (!same_tensors(ck->params, ck->n_params, params, np))
+        return model_mismatch(name, "parameters", ck->params, ck->n_params, params, np);
+    int nb = st ? st->num_buffers : 0;
+    for (int i = 0; i < nb; i++)
+        if (!st->buffers || !st->buffers[i] || !dg_is_contiguous(st->buffers[i]))
+            return dg_set_error("%s: the model's buffer %d is NULL or not contiguous", name, i);
+    if (!same_tensors(ck->buffers, ck->n_buffers, nb ? st->buffers : NULL, nb)) {
+        for (int i = 0; (size_t)nb == ck->n_buffers && i < nb; i++) {   /* a dtype alone: its own message */
+            const Dg__Tensor *t = ck->buffers[i];
+            if (t->n_shape != (size_t)st->buffers[i]->ndim ||
+                memcmp(t->shape, st->buffers[i]->shape, t->n_shape * sizeof *t->shape))
+                break;
+            if (t->dtype != (int32_t)st->buffers[i]->dtype)
+                return dg_set_error("%s: checkpoint is for another model: buffer %d is %s in the checkpoint, "
+                                    "%s in the model", name, i, dg_dtype_name((dg_dtype)t->dtype),
+                                    dg_dtype_name(st->buffers[i]->dtype));
         }
-        char a[256], b[256];
-        shape_list(a, sizeof a, (int)ck->n_params, cs, cn);
-        shape_list(b, sizeof b, np, ms, mn);
-        return dg_set_error("%s: checkpoint is for another model: checkpoint has %zu parameters %s, "
-                            "model has %d parameters %s", name, ck->n_params, a, np, b);
+        return model_mismatch(name, "buffers", ck->buffers, ck->n_buffers, nb ? st->buffers : NULL, nb);
     }
     if (opt) {
         const Dg__OptimizerState *o = ck->optimizer;
@@ -600,6 +645,7 @@ static void apply(const Dg__Checkpoint *ck, dg_ctx *ctx, dg_optim *opt, dg_train
     bool same_world = t->world_size == world;
     dg_rng_set_state(ctx, t->rng + 4 * (same_world ? rank : 0));
     if (!st) return;
+    for (int i = 0; i < st->num_buffers; i++) dg_tensor_copy_from_host(st->buffers[i], ck->buffers[i]->data.data);
     st->step = t->step;
     st->epoch = t->epoch;
     st->epoch_samples = t->epoch_samples;

@@ -1,6 +1,7 @@
 /* dgrad/checkpoint.h - synchronized training checkpoints with exact resume.
  *
  * A checkpoint holds the model's parameters (names, shapes, dtypes, data),
+ * its buffers (batch-norm running statistics) when the caller gives them,
  * the optimizer's state (kind, lr, step count, per-parameter state
  * tensors), the training position (global step, epoch, GLOBAL samples
  * consumed in the epoch), every rank's context RNG state and per-rank
@@ -16,12 +17,13 @@
  * Exact resume: with the same world size and batch size, a run restored
  * from a checkpoint continues bitwise identically to the uninterrupted
  * run, provided the program restores everything dg_train_state carries
- * (parameters, optimizer state, RNG, epoch, loader position, statistics).
+ * (parameters, buffers, optimizer state, RNG, epoch, loader position,
+ * statistics).
  *
  * Resume with a different world size (or per-rank batch size) works and
  * trains on, but is NOT bitwise equal to the uninterrupted run. What it
- * guarantees: parameters, optimizer state, global step and epoch are
- * restored exactly; the epoch continues from the next global batch
+ * guarantees: parameters, buffers, optimizer state, global step and epoch
+ * are restored exactly; the epoch continues from the next global batch
  * boundary at or after the global number of samples already consumed
  * (pos = ceil(epoch_samples / (world * batch)) * batch per rank), so at
  * most world * batch - 1 samples of the epoch's permutation are skipped
@@ -35,7 +37,9 @@
  * Errors are bad input (DG_ERR, one-line message naming the file):
  * missing or unreadable file, bad magic, unsupported version, checksum
  * mismatch, truncated or corrupt payload, a checkpoint of another model
- * ("checkpoint has 4 parameters [784x50, ...], model has ..."), another
+ * ("checkpoint has 4 parameters [784x50, ...], model has ..."), other
+ * buffers ("checkpoint has 0 buffers [], model has 4 buffers [24, 24, 32,
+ * 32]": also a checkpoint with buffers loaded without any), another
  * optimizer kind or slot count, another dataset size. Loading validates
  * everything before it changes anything.
  *
@@ -79,6 +83,11 @@ typedef struct {
     int num_stats;             /* 0..DG_CHECKPOINT_MAX_STATS */
     double stats[DG_CHECKPOINT_MAX_STATS];  /* this rank's accumulators */
     int saved_world_size;      /* load only */
+    dg_tensor **buffers;       /* optional: the model's buffers (batch-norm running statistics,
+                                  dg_module_buffers), saved from rank 0's values; on load their
+                                  number, shapes and dtypes must match the checkpoint's and every
+                                  rank gets the saved values */
+    int num_buffers;
 } dg_train_state;
 
 /* Collective. Rank 0 writes DIR/ckpt-<st->step>.dgck atomically (DIR is
@@ -91,9 +100,10 @@ dg_status dg_checkpoint_save(const char *dir, dg_ctx *ctx, dg_optim *opt,
 /* Collective. path_or_dir is a checkpoint file, or a directory whose
  * newest valid checkpoint is loaded. Rank 0 reads and validates it against
  * its model (identical on every rank), broadcasts the verdict, then the
- * contents. On success parameters, optimizer state, step count and lr,
- * the RNG, the sampler and *st are restored. On DG_ERR nothing changed.
- * If path_out is not NULL the path loaded is copied there (n bytes). */
+ * contents. On success parameters, st->buffers, optimizer state, step
+ * count and lr, the RNG, the sampler and *st are restored. On DG_ERR
+ * nothing changed. If path_out is not NULL the path loaded is copied
+ * there (n bytes). */
 dg_status dg_checkpoint_load(const char *path_or_dir, dg_ctx *ctx, dg_optim *opt,
                              dg_train_state *st, dg_comm *comm, char *path_out, size_t n);
 
