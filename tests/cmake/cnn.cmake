@@ -10,3 +10,16 @@ if(DG_MNIST_DIR)
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_mnist_cnn.sh $<TARGET_FILE:mnist_cnn> ${DG_MNIST_DIR} 10240 0.93)
   set_tests_properties(mnist_cnn_subset PROPERTIES TIMEOUT 300)
 endif()
+# Under mpirun with DDP (2 ranks): it learns, the replicas agree, and a
+# checkpointed run resumes exactly (batch-norm buffers included).
+if(DG_MNIST_DIR AND DG_HAVE_MPI AND DG_HAVE_PROTOBUF)
+  find_program(DG_CNN_MPIEXEC NAMES mpiexec mpirun)
+  if(DG_CNN_MPIEXEC)
+    add_test(NAME mnist_cnn_ddp
+             COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_mnist_cnn_ddp.sh $<TARGET_FILE:mnist_cnn>
+                     ${DG_MNIST_DIR} ${DG_CNN_MPIEXEC} --allow-run-as-root --oversubscribe --bind-to none
+                     --mca btl self,vader)
+    set_tests_properties(mnist_cnn_ddp PROPERTIES TIMEOUT 300 PROCESSORS 2
+                         ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+  endif()
+endif()
