@@ -38,7 +38,9 @@ import subprocess
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import HERE, bench_env, child_args, conditions, example_exe  # noqa: E402
+
 MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
 
 # The model's parameters in dgrad's registration order (Linear: weight, then bias).
@@ -140,19 +142,13 @@ def main():
     ranks = sorted({int(x) for x in o.ranks.split(",") if x.strip()})
     if not ranks or ranks[0] < 1:
         raise SystemExit("bench: --ranks needs rank counts >= 1")
-    exe = os.path.join(o.build, "examples", "mnist_mlp")
-    if not os.access(exe, os.X_OK):
-        raise SystemExit(f"bench: {exe} not found; build it: cmake --build {o.build} --target mnist_mlp")
+    exe = example_exe(o.build, "mnist_mlp")
     for tool in ("mpirun", "mpicc"):
         if not shutil.which(tool):
             raise SystemExit(f"bench: {tool} not found (Debian: apt-get install libopenmpi-dev openmpi-bin)")
     script = os.path.join(HERE, "torch_ddp_mnist_mlp.py")
 
-    env = dict(os.environ)
-    env.pop("OPENBLAS_CORETYPE", None)
-    if o.openblas_coretype:
-        env["OPENBLAS_CORETYPE"] = o.openblas_coretype
-    env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = str(o.threads)
+    env = bench_env(o.threads, o.openblas_coretype)
     env["OMPI_ALLOW_RUN_AS_ROOT"] = env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
 
     multi = [n for n in ranks if n >= 2]
@@ -166,8 +162,7 @@ def main():
         if multi:
             subprocess.run(["mpicc", "-O2", "-o", raw_exe, os.path.join(HERE, "allreduce_raw.c")], check=True)
 
-        common = ["--data", o.data, "--epochs", str(o.epochs), "--batch-size", str(o.batch_size),
-                  "--seed", str(o.seed), "--threads", str(o.threads), "--json"]
+        common = child_args(o)
         jobs = []  # (key, N, cmd); one round runs them all in this order
         for n in ranks:
             jobs.append(("dgrad", n, MPIRUN + ["-n", str(n), exe] + common))
@@ -210,9 +205,7 @@ def main():
     torch_version = results[("pytorch", ranks[0])][0].get("torch_version", "?")
     names = {"dgrad": "dgrad (MPI)", "pytorch": f"PyTorch {torch_version} DDP (gloo)"}
     print(f"\nMNIST MLP 784-50-10, Adam lr 1e-4, batch {o.batch_size} per rank, {o.epochs} epochs, "
-          f"{o.runs} runs each (alternating), OPENBLAS_CORETYPE={o.openblas_coretype or 'unset'}, "
-          f"OMP_NUM_THREADS=OPENBLAS_NUM_THREADS={o.threads}, {os.cpu_count()} CPUs, "
-          f"1-min load average {min(loads):.2f}-{max(loads):.2f} during the runs\n")
+          f"{conditions(o, loads)}\n")
     print("| framework | ranks | global samples/s median (min-max) | scaling vs 1 rank | test acc (median) |")
     print("|---|---|---|---|---|")
     for key in ("dgrad", "pytorch"):

@@ -13,119 +13,28 @@ reach OpenBLAS's own thread pool), and OPENBLAS_CORETYPE is removed unless
 --openblas-coretype sets it, for both.
 
 usage: bench/bench_mnist_mlp.py [--build DIR] [--data DIR] [--threads N] [--runs N]
-           [--epochs N] [--batch-size N] [--python PATH] [--python2 PATH]
+           [--epochs N] [--batch-size N] [--seed N] [--python PATH] [--python2 PATH]
            [--openblas-coretype NAME] [--raw FILE]
 """
-import argparse
-import json
 import os
-import re
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-TIME = "/usr/bin/time"
-
-
-def run_one(name, cmd, env):
-    """Runs cmd under /usr/bin/time -v; returns the JSON summary plus peak RSS in MiB."""
-    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-        p = subprocess.run([TIME, "-v", "-o", tf.name] + cmd, env=env, capture_output=True, text=True)
-        timing = tf.read()
-    if p.returncode != 0:
-        sys.stderr.write(p.stdout + p.stderr + timing)
-        raise SystemExit(f"bench: {name} failed (exit {p.returncode}): {' '.join(cmd)}")
-    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
-    if not lines:
-        raise SystemExit(f"bench: {name} printed no JSON line:\n{p.stdout}{p.stderr}")
-    res = json.loads(lines[-1])
-    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing)
-    res["peak_rss_mib"] = int(m.group(1)) / 1024.0 if m else float("nan")
-    cpu = [re.search(rf"{k} time \(seconds\): ([\d.]+)", timing) for k in ("User", "System")]
-    res["cpu_seconds"] = sum(float(m.group(1)) for m in cpu) if all(cpu) else float("nan")
-    res["loadavg"] = os.getloadavg()[0]
-    return res
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (HERE, bench_env, child_args, contenders, driver_args, example_exe,  # noqa: E402
+                    print_table, require_time, run_rounds)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--build", default="build", help="dgrad build dir (default build)")
-    ap.add_argument("--data", default="data/mnist")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--python", default="/usr/bin/python3", help="PyTorch interpreter (default /usr/bin/python3)")
-    ap.add_argument("--python2", help="a second PyTorch interpreter (e.g. a venv with PyTorch 2.x): adds a row")
-    ap.add_argument("--openblas-coretype", help="set OPENBLAS_CORETYPE for both frameworks (default: unset)")
-    ap.add_argument("--raw", help="append every run's JSON summary to this file")
-    o = ap.parse_args()
-
-    if not os.access(TIME, os.X_OK):
-        raise SystemExit(f"bench: {TIME} not found (Debian: apt-get install time)")
-    exe = os.path.join(o.build, "examples", "mnist_mlp")
-    if not os.access(exe, os.X_OK):
-        raise SystemExit(f"bench: {exe} not found; build it: cmake --build {o.build} --target mnist_mlp")
+    o = driver_args(__doc__, runs=5, epochs=3, batch_size=64)
+    require_time()
+    exe = example_exe(o.build, "mnist_mlp")
     script = os.path.join(HERE, "torch_mnist_mlp.py")
+    env = bench_env(o.threads, o.openblas_coretype)
 
-    env = dict(os.environ)
-    env.pop("OPENBLAS_CORETYPE", None)
-    if o.openblas_coretype:
-        env["OPENBLAS_CORETYPE"] = o.openblas_coretype
-    env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = str(o.threads)
+    cs = contenders(o, exe, script, child_args(o))
+    results = run_rounds(o, cs, env)
 
-    common = ["--data", o.data, "--epochs", str(o.epochs), "--batch-size", str(o.batch_size),
-              "--seed", str(o.seed), "--threads", str(o.threads), "--json"]
-    contenders = [("dgrad", [exe] + common), ("pytorch", [o.python, script] + common)]
-    if o.python2:
-        contenders.append(("pytorch2", [o.python2, script] + common))
-
-    results = {name: [] for name, _ in contenders}
-    raw = open(o.raw, "a") if o.raw else None
-    for r in range(o.runs):
-        for name, cmd in contenders:
-            res = run_one(name, cmd, env)
-            res["run"], res["bench_name"] = r, name
-            results[name].append(res)
-            print(f"run {r + 1}/{o.runs} {name:8s} {res['train_samples_per_sec']:>10.1f} samples/s  "
-                  f"test acc {res['test_accuracy']:.4f}  rss {res['peak_rss_mib']:.1f} MiB  "
-                  f"cpu {res['cpu_seconds']:.2f} s  load {res['loadavg']:.2f}", file=sys.stderr, flush=True)
-            if raw:
-                raw.write(json.dumps(res) + "\n")
-                raw.flush()
-
-    def label(name):
-        rs = results[name]
-        if name == "dgrad":
-            return "dgrad"
-        return f"PyTorch {rs[0].get('torch_version', '?')}"
-
-    med = {n: statistics.median(r["train_samples_per_sec"] for r in rs) for n, rs in results.items()}
-    rss = {n: statistics.median(r["peak_rss_mib"] for r in rs) for n, rs in results.items()}
-    loads = [r["loadavg"] for rs in results.values() for r in rs]
-    print(f"\nMNIST MLP 784-50-10, Adam lr 1e-4, batch {o.batch_size}, {o.epochs} epochs, "
-          f"{o.runs} runs each (alternating), OPENBLAS_CORETYPE={o.openblas_coretype or 'unset'}, "
-          f"OMP_NUM_THREADS=OPENBLAS_NUM_THREADS={o.threads}, {os.cpu_count()} CPUs, "
-          f"1-min load average {min(loads):.2f}-{max(loads):.2f} during the runs\n")
-    print("| framework | threads | samples/s median (min-max) | test acc (median) | peak RSS MiB (median) "
-          "| process CPU s (median) | dgrad/torch throughput | torch/dgrad RSS |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, _ in contenders:
-        rs = results[name]
-        sps = [r["train_samples_per_sec"] for r in rs]
-        acc = statistics.median(r["test_accuracy"] for r in rs)
-        cpu = statistics.median(r["cpu_seconds"] for r in rs)
-        ratio_t = ratio_m = "-"
-        if name != "dgrad":
-            ratio_t = f"{med['dgrad'] / med[name]:.2f}x"
-            ratio_m = f"{rss[name] / rss['dgrad']:.2f}x"
-        print(f"| {label(name)} | {o.threads} | {med[name]:.0f} ({min(sps):.0f}-{max(sps):.0f}) "
-              f"| {acc:.4f} | {rss[name]:.1f} | {cpu:.2f} | {ratio_t} | {ratio_m} |")
+    print_table(o, f"MNIST MLP 784-50-10, Adam lr 1e-4, batch {o.batch_size}, {o.epochs} epochs", cs, results)
     return 0
 
 

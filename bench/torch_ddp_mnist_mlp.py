@@ -23,8 +23,6 @@ Start: with --nproc N the script starts N ranks of itself on this host (MASTER_A
 127.0.0.1, a free MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK), since Debian's torchrun is
 broken; without it, it expects those variables to be set (one rank per process).
 """
-import argparse
-import json
 import os
 import socket
 import subprocess
@@ -38,7 +36,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_mnist_mlp import load_mnist  # noqa: E402  (same IDX reader, pixels / 255)
+from common import (epoch_line, json_summary, load_train_test, make_optimizer, mnist_mlp,  # noqa: E402
+                    torch_parser, train_epoch)
 
 
 def launch(nproc, argv, timeout):
@@ -89,14 +88,7 @@ def evaluate(model, x, y, rank, world, batch=1000):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="data/mnist")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=64, help="samples per rank per step")
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; default: torch's choice")
+    ap = torch_parser(__doc__, epochs=3, batch_size=64, lr=1e-4, batch_help="samples per rank per step")
     ap.add_argument("--loader", choices=["index", "dataloader"], default="index")
     ap.add_argument("--bucket-cap-mb", type=float, default=25.0)
     ap.add_argument("--nproc", type=int, default=0, help="start this many ranks of this script on this host")
@@ -121,14 +113,11 @@ def main():
     rank, world = dist.get_rank(), dist.get_world_size()
 
     torch.manual_seed(o.seed)  # the same initial model everywhere; DDP also broadcasts rank 0's
-    xtr, ytr = load_mnist(o.data, True)
-    xte, yte = load_mnist(o.data, False)
+    xtr, ytr, xte, yte = load_train_test(o.data)  # the same IDX reader, pixels / 255
 
-    net = nn.Sequential(nn.Linear(784, 50), nn.ReLU(), nn.Linear(50, 10))
-    model = DDP(net, bucket_cap_mb=o.bucket_cap_mb)
+    model = DDP(mnist_mlp(), bucket_cap_mb=o.bucket_cap_mb)
     loss_fn = nn.CrossEntropyLoss()
-    opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[o.optimizer](
-        model.parameters(), lr=o.lr)
+    opt = make_optimizer(o.optimizer, model.parameters(), o.lr)
 
     bs = o.batch_size
     dataset = torch.utils.data.TensorDataset(xtr, ytr)
@@ -149,17 +138,7 @@ def main():
             batches = ((xtr[i], ytr[i]) for i in idx.split(bs))
         else:
             batches = iter(loader)
-        t0 = time.perf_counter()
-        loss_sum, steps, samples = 0.0, 0, 0
-        for x, y in batches:
-            loss = loss_fn(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item()
-            steps += 1
-            samples += len(x)
-        dt = time.perf_counter() - t0
+        dt, loss_sum, steps, samples = train_epoch(model, loss_fn, opt, batches)
         # global numbers: the slowest rank's time, every rank's samples
         t = torch.tensor([dt], dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -172,8 +151,7 @@ def main():
         train_acc = evaluate(model.module, xtr, ytr, rank, world)
         test_acc = evaluate(model.module, xte, yte, rank, world)
         if rank == 0:
-            print(f"epoch {epoch + 1}/{o.epochs}  loss {final_loss:.4f}  train acc {100 * train_acc:.2f}%  "
-                  f"test acc {100 * test_acc:.2f}%  {gsamples / dt:.0f} samples/s", flush=True)
+            print(epoch_line(epoch, o.epochs, final_loss, test_acc, gsamples / dt, train_acc), flush=True)
 
     buckets = None
     try:
@@ -183,17 +161,9 @@ def main():
     except Exception:  # private API; absent or different in other versions
         pass
     if o.json and rank == 0:
-        print(json.dumps({
-            "model": "mlp", "epochs": o.epochs, "world_size": world, "batch_size": bs,
-            "optimizer": o.optimizer, "lr": o.lr, "seed": o.seed,
-            "final_loss": round(final_loss, 6), "train_accuracy": round(train_acc, 6),
-            "test_accuracy": round(test_acc, 6),
-            "train_samples_per_sec": round(train_samples / train_time, 1),
-            "train_seconds": round(train_time, 3), "overlap": True, "buckets": buckets,
-            "allreduce_seconds": None,
-            "framework": "pytorch-ddp", "backend": "gloo", "torch_version": torch.__version__,
-            "threads": torch.get_num_threads(), "loader": o.loader,
-        }), flush=True)
+        print(json_summary(o, "mlp", final_loss, test_acc, train_samples, train_time, world_size=world,
+                           train_acc=train_acc, ddp={"overlap": True, "buckets": buckets, "allreduce_seconds": None},
+                           framework="pytorch-ddp", backend="gloo", loader=o.loader), flush=True)
     # Skip the interpreter's teardown: in PyTorch 1.13 freeing the DDP object at exit can
     # deadlock (~Reducer -> ~ProcessGroupGloo joins a gloo worker thread that waits for the
     # GIL the main thread holds), leaving a rank spinning forever after its work is done.

@@ -3,7 +3,8 @@
 
 784 -> nn.Linear -> 50 -> ReLU -> nn.Linear -> 10, CrossEntropyLoss, Adam(lr=1e-4),
 batch 64, shuffled every epoch, 3 epochs. Reads the MNIST IDX files (.gz or plain)
-itself (no torchvision) and scales pixels by 1/255 as ToTensor does.
+itself (no torchvision; the reader is in common.py) and scales pixels by 1/255 as
+ToTensor does.
 
 Data loading: by default (--loader index) the whole training set is converted once to a
 float32 tensor, and each epoch indexes it with a fresh torch.randperm, 64 rows at a time
@@ -18,84 +19,28 @@ Timed per epoch, like dgrad: forward, loss, zero_grad, backward, step and loss.i
 every step. Train and test accuracy are evaluated after each epoch under no_grad, untimed.
 With --json the last stdout line is a JSON summary with the same keys as dgrad's.
 """
-import argparse
-import gzip
-import json
 import os
 import sys
-import time
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-
-def read_idx(path):
-    """An IDX file (gzipped if it ends in .gz) as a numpy array of uint8."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    off = 4 + 4 * ndim
-    arr = np.frombuffer(data, dtype=np.uint8, offset=off)
-    if arr.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: expected {dims}, found {arr.size} bytes")
-    return arr.reshape(dims)
-
-
-def find(data_dir, stem):
-    for name in (stem + ".gz", stem):
-        p = os.path.join(data_dir, name)
-        if os.path.exists(p):
-            return p
-    raise FileNotFoundError(f"{data_dir}: no {stem}(.gz)")
-
-
-def load_mnist(data_dir, train):
-    prefix = "train" if train else "t10k"
-    images = read_idx(find(data_dir, f"{prefix}-images-idx3-ubyte"))
-    labels = read_idx(find(data_dir, f"{prefix}-labels-idx1-ubyte"))
-    x = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0)
-    y = torch.from_numpy(labels.astype(np.int64))
-    return x, y
-
-
-@torch.no_grad()
-def evaluate(model, x, y, batch=1000):
-    model.eval()
-    correct = 0
-    for i in range(0, len(x), batch):
-        correct += (model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
-    model.train()
-    return correct / len(x)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (epoch_line, evaluate, json_summary, make_optimizer, mnist_mlp,  # noqa: E402
+                    torch_parser, torch_setup, train_epoch)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="data/mnist")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; default: torch's choice")
+    ap = torch_parser(__doc__, epochs=3, batch_size=64, lr=1e-4)
     ap.add_argument("--loader", choices=["index", "dataloader"], default="index")
     ap.add_argument("--json", action="store_true")
     o = ap.parse_args()
 
-    if o.threads:
-        torch.set_num_threads(o.threads)
-    torch.manual_seed(o.seed)
-    xtr, ytr = load_mnist(o.data, True)
-    xte, yte = load_mnist(o.data, False)
+    xtr, ytr, xte, yte = torch_setup(o)
 
-    model = nn.Sequential(nn.Linear(784, 50), nn.ReLU(), nn.Linear(50, 10))
+    model = mnist_mlp()
     loss_fn = nn.CrossEntropyLoss()
-    opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[o.optimizer](
-        model.parameters(), lr=o.lr)
+    opt = make_optimizer(o.optimizer, model.parameters(), o.lr)
 
     n, bs = len(xtr), o.batch_size
     gen = torch.Generator().manual_seed(o.seed)
@@ -111,36 +56,17 @@ def main():
             batches = ((xtr[idx], ytr[idx]) for idx in perm.split(bs))
         else:
             batches = iter(loader)
-        t0 = time.perf_counter()
-        loss_sum, steps, samples = 0.0, 0, 0
-        for x, y in batches:
-            loss = loss_fn(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item()
-            steps += 1
-            samples += len(x)
-        dt = time.perf_counter() - t0
+        dt, loss_sum, steps, samples = train_epoch(model, loss_fn, opt, batches)
         train_time += dt
         train_samples += samples
         final_loss = loss_sum / steps
         train_acc = evaluate(model, xtr, ytr)
         test_acc = evaluate(model, xte, yte)
-        print(f"epoch {epoch + 1}/{o.epochs}  loss {final_loss:.4f}  train acc {100 * train_acc:.2f}%  "
-              f"test acc {100 * test_acc:.2f}%  {samples / dt:.0f} samples/s", flush=True)
+        print(epoch_line(epoch, o.epochs, final_loss, test_acc, samples / dt, train_acc), flush=True)
 
     if o.json:
-        print(json.dumps({
-            "model": "mlp", "epochs": o.epochs, "world_size": 1, "batch_size": bs,
-            "optimizer": o.optimizer, "lr": o.lr, "seed": o.seed,
-            "final_loss": round(final_loss, 6), "train_accuracy": round(train_acc, 6),
-            "test_accuracy": round(test_acc, 6),
-            "train_samples_per_sec": round(train_samples / train_time, 1),
-            "train_seconds": round(train_time, 3),
-            "framework": "pytorch", "torch_version": torch.__version__,
-            "threads": torch.get_num_threads(), "loader": o.loader,
-        }))
+        print(json_summary(o, "mlp", final_loss, test_acc, train_samples, train_time,
+                           train_acc=train_acc, loader=o.loader))
     return 0
 
 

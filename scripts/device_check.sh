@@ -3,9 +3,11 @@
 # test_cuda (every op and MLP training against the CPU backend), test_nccl
 # (the nccl communicator on device buffers, DDP through NCCL and through
 # pinned host memory), test_cuda_graph (whole-step CUDA graphs against eager
-# training, the pinned loader), mnist_mlp --device cuda for 3 epochs three
+# training, the pinned loader), test_cnn_cuda (the CNN ops against the
+# CPU), mnist_mlp --device cuda for 3 epochs three
 # ways (DDP with NCCL, --cuda-graph, DDP staged through the host: the same
-# params_hash expected), a benchmark of the MLP training step (batch 64):
+# params_hash expected), mnist_cnn --device cuda for an epoch beside
+# PyTorch's same CNN there, a benchmark of the MLP training step (batch 64):
 # dgrad on CUDA (eager and CUDA graph) against PyTorch eager and PyTorch
 # with a CUDA graph, then, time permitting, compute-sanitizer and the CPU
 # run. Ends with markdown tables. Meant to finish in about 5 minutes
@@ -141,7 +143,7 @@ else
 fi
 
 # ---- build ------------------------------------------------------------------------
-TEST_CUDA=""; MNIST_MLP=""; BUILD_HOW=""; TEST_NCCL=""; TEST_GRAPH=""
+TEST_CUDA=""; MNIST_MLP=""; BUILD_HOW=""; TEST_NCCL=""; TEST_GRAPH=""; TEST_CNN=""; MNIST_CNN=""
 NCCL_ARGS=()
 [ -n "$NCCL_DIR" ] && NCCL_ARGS=(-DNCCL_ROOT="$NCCL_DIR")
 cmake_build() {
@@ -153,7 +155,8 @@ cmake_build() {
     run_to 180 cmake -S "$ROOT" -B "$B/cmake" -DCMAKE_BUILD_TYPE=Release -DDG_WITH_CUDA=ON \
         -DCMAKE_CUDA_COMPILER="$NVCC" -DDG_WITH_MPI=OFF -DDG_WITH_PROTOBUF=OFF -DDG_TEST_CUDA=ON \
         -DDG_MNIST_DIR="$MNIST" "${ZLIB_ARGS[@]}" "${NCCL_ARGS[@]}" || return 1
-    run_to 300 cmake --build "$B/cmake" -j "$JOBS" --target test_cuda mnist_mlp test_nccl test_cuda_graph || return 1
+    run_to 300 cmake --build "$B/cmake" -j "$JOBS" --target test_cuda mnist_mlp test_nccl test_cuda_graph \
+        test_cnn_cuda mnist_cnn || return 1
     TEST_CUDA=$B/cmake/tests/test_cuda
     MNIST_MLP=$B/cmake/examples/mnist_mlp
 }
@@ -200,9 +203,13 @@ manual_build() {
     # shellcheck disable=SC2086
     "$CC" $cflags -I"$ROOT/tests" "$ROOT/tests/test_cuda.c" "$o"/obj/*.o $libs -o "$o/test_cuda" || return 1
     # shellcheck disable=SC2086
-    "$CC" $cflags "$ROOT/examples/mnist_mlp.c" "$o"/obj/*.o $libs -o "$o/mnist_mlp" || return 1
+    local ex
+    for ex in mnist_mlp mnist_cnn; do
+        # shellcheck disable=SC2086
+        "$CC" $cflags "$ROOT/examples/$ex.c" "$ROOT/examples/train.c" "$o"/obj/*.o $libs -o "$o/$ex" || return 1
+    done
     local t
-    for t in test_nccl test_cuda_graph; do
+    for t in test_nccl test_cuda_graph test_cnn_cuda; do
         # shellcheck disable=SC2086
         "$CC" $cflags -I"$ROOT/tests" "$ROOT/tests/$t.c" "$o"/obj/*.o $libs -o "$o/$t" || return 1
     done
@@ -216,11 +223,13 @@ if [ -n "$NVCC" ]; then
     if [ "${DG_FORCE_MANUAL:-0}" != 1 ] && cmake_build 2>&1 | tee -a "$LOG"  && [ "${PIPESTATUS[0]}" = 0 ]; then
         TEST_CUDA=$B/cmake/tests/test_cuda; MNIST_MLP=$B/cmake/examples/mnist_mlp; BUILD_HOW=cmake
         TEST_NCCL=$B/cmake/tests/test_nccl; TEST_GRAPH=$B/cmake/tests/test_cuda_graph
+        TEST_CNN=$B/cmake/tests/test_cnn_cuda; MNIST_CNN=$B/cmake/examples/mnist_cnn
     else
         section "build with gcc + nvcc directly (no usable CMake build)"
         if manual_build 2>&1 | tee -a "$LOG" && [ "${PIPESTATUS[0]}" = 0 ]; then
             TEST_CUDA=$B/manual/test_cuda; MNIST_MLP=$B/manual/mnist_mlp; BUILD_HOW=manual
             TEST_NCCL=$B/manual/test_nccl; TEST_GRAPH=$B/manual/test_cuda_graph
+            TEST_CNN=$B/manual/test_cnn_cuda; MNIST_CNN=$B/manual/mnist_cnn
         fi
     fi
     if [ -n "$BUILD_HOW" ] && [ -x "$TEST_CUDA" ]; then
@@ -259,6 +268,7 @@ if [ -n "$TEST_CUDA" ]; then
     gpu_test test_nccl "$TEST_NCCL" 90 "nccl communicator on device buffers; DDP through NCCL and staged through the host"
     case $LAST_RC in 124|137) NCCL_HANGS=1 ;; esac   # then mnist_mlp below does without NCCL
     gpu_test test_cuda_graph "$TEST_GRAPH" 120 "whole-step CUDA graphs against eager training; pinned loader"
+    gpu_test test_cnn_cuda "$TEST_CNN" 120 "CNN ops (conv, pooling, dropout, batch norm) CUDA against CPU"
 fi
 
 # ---- mnist_mlp --device cuda, 3 epochs: NCCL DDP, --cuda-graph, staged DDP -------------------
@@ -305,6 +315,37 @@ if [ -n "$MNIST_MLP" ] && [ -n "$MNIST" ]; then
     fi
 else
     row "mnist_mlp cuda" skipped "no binary or DG_MNIST_DIR not set"
+fi
+
+# ---- mnist_cnn --device cuda, 1 epoch, against PyTorch's same CNN there ------------------------
+if [ -n "$MNIST_CNN" ] && [ -x "$MNIST_CNN" ] && [ -n "$MNIST" ] && [ "$(left)" -gt 120 ]; then
+    section "mnist_cnn --device cuda, 1 epoch"
+    DG_COMM_BACKEND=local DG_PROGRESS=lines run_to 90 "$MNIST_CNN" --device cuda --data "$MNIST" --json \
+        > "$B/mnist_cnn_cuda.log" 2>&1
+    rc=$?
+    tail -3 "$B/mnist_cnn_cuda.log"
+    j=$(grep '^{' "$B/mnist_cnn_cuda.log" | tail -1)
+    if [ "$rc" = 0 ] && [ -n "$j" ]; then
+        CNN_DG=$(json_field train_samples_per_sec "$j")
+        row "mnist_cnn cuda, 1 epoch" ok "test acc $(json_field test_accuracy "$j"), $CNN_DG samples/s, train $(json_field train_seconds "$j") s"
+    else
+        row "mnist_cnn cuda, 1 epoch" FAIL "rc $rc: $(tail -1 "$B/mnist_cnn_cuda.log" | sed 's/|/\//g')"
+        STATUS=1
+    fi
+    if [ -n "$PY" ] && [ "$(left)" -gt 90 ]; then
+        section "PyTorch: the same CNN on cuda, 1 epoch"
+        run_to 80 "$PY" "$ROOT/bench/torch_mnist_cnn.py" --device cuda --data "$MNIST" --json \
+            > "$B/torch_cnn_cuda.log" 2>&1
+        j=$(grep '^{' "$B/torch_cnn_cuda.log" | tail -1)
+        if [ -n "$j" ]; then
+            CNN_PT=$(json_field train_samples_per_sec "$j")
+            row "PyTorch CNN cuda, 1 epoch" ok "test acc $(json_field test_accuracy "$j"), $CNN_PT samples/s$( [ -n "${CNN_DG:-}" ] && awk -v a="$CNN_DG" -v b="$CNN_PT" 'BEGIN { printf ", dgrad/torch %.2fx", a / b }')"
+        else
+            row "PyTorch CNN cuda, 1 epoch" skipped "$(tail -1 "$B/torch_cnn_cuda.log" | sed 's/|/\//g')"
+        fi
+    fi
+else
+    row "mnist_cnn cuda" skipped "no binary, no DG_MNIST_DIR or $(left) s left"
 fi
 
 # ---- benchmark ------------------------------------------------------------------------------
