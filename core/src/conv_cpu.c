@@ -19,6 +19,7 @@ static void valid_cols(const dg_conv_geom *g, int64_t kx, int64_t *lo, int64_t *
 }
 
 typedef float dg_v8 __attribute__((vector_size(32)));
+typedef float dg_v16 __attribute__((vector_size(64)));
 
 /* Stride 1, no padding, no dilation: every patch row lies inside the image. */
 /* no-tree-loop-distribute-patterns: keep the short copies inline rather
@@ -33,13 +34,35 @@ DG_HOT static void im2col_s1(float *restrict col, const float *restrict x, const
                 for (int64_t n = 0; n < g->n; n++) {
                     const float *src = x + (n * g->c + c) * HW + ky * W + kx;
                     float *dst = row + n * P;
-                    if (OW % 8 == 0) {   /* 8-float blocks as vectors: no memcpy calls */
-                        for (int64_t oy = 0; oy < g->oh; oy++)
-                            for (int64_t ox = 0; ox < OW; ox += 8) {
+                    if (OW == 8) {   /* two output rows per 16-float store */
+                        int64_t oy = 0;
+                        for (; oy + 2 <= g->oh; oy += 2) {
+                            dg_v8 a, b;
+                            __builtin_memcpy(&a, src + oy * W, sizeof a);
+                            __builtin_memcpy(&b, src + (oy + 1) * W, sizeof b);
+                            dg_v16 v = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                                               11, 12, 13, 14, 15);
+                            __builtin_memcpy(dst + oy * 8, &v, sizeof v);
+                        }
+                        if (oy < g->oh) {
+                            dg_v8 a;
+                            __builtin_memcpy(&a, src + oy * W, sizeof a);
+                            __builtin_memcpy(dst + oy * 8, &a, sizeof a);
+                        }
+                    } else if (OW % 8 == 0) {   /* 16- and 8-float vectors: no memcpy calls */
+                        for (int64_t oy = 0; oy < g->oh; oy++) {
+                            int64_t ox = 0;
+                            for (; ox + 16 <= OW; ox += 16) {
+                                dg_v16 v;
+                                __builtin_memcpy(&v, src + oy * W + ox, sizeof v);
+                                __builtin_memcpy(dst + oy * OW + ox, &v, sizeof v);
+                            }
+                            if (ox < OW) {
                                 dg_v8 v;
                                 __builtin_memcpy(&v, src + oy * W + ox, sizeof v);
                                 __builtin_memcpy(dst + oy * OW + ox, &v, sizeof v);
                             }
+                        }
                     } else {
                         for (int64_t oy = 0; oy < g->oh; oy++)
                             for (int64_t ox = 0; ox < OW; ox++) dst[oy * OW + ox] = src[oy * W + ox];
