@@ -180,26 +180,36 @@ dg_tensor *dg_conv2d(dg_tensor *x, dg_tensor *w, dg_tensor *b, const int64_t *st
     int64_t os[4] = { g.n, OC, g.oh, g.ow };
     dg_tensor *out = dg__tensor_alloc(ctx, DG_F32, 4, os);
     int64_t nc = conv_chunk(ctx, &g, K);
-    float *col = fbuf(ctx, K * nc * P), *outT = nc > 1 ? fbuf(ctx, OC * nc * P) : NULL;
+    /* CPU: one GEMM per image of the chunk, straight into out (its columns
+     * of col are a slice with ld n*P); a GPU: one GEMM for the chunk, then
+     * a transpose */
+    const bool per_image = ctx->device == DG_CPU;
+    float *col = fbuf(ctx, K * nc * P);
+    float *outT = nc > 1 && !per_image ? fbuf(ctx, OC * nc * P) : NULL;
     for (int64_t n0 = 0; n0 < g.n; n0 += nc) {
         dg_conv_geom gc = g;
         gc.n = n0 + nc <= g.n ? nc : g.n - n0;
         int64_t NP = gc.n * P;
-        float *oc = (float *)out->data + n0 * OC * P, *dst = gc.n > 1 ? outT : oc;
         be->im2col(col, (const float *)x->data + n0 * g.c * g.h * g.w, &gc);
-        if (b) {   /* dst rows = bias, then dst += W col */
-            dg_tensor o = { .ctx = ctx, .dtype = DG_F32, .device = ctx->device, .ndim = 2,
-                            .shape = { OC, NP }, .stride = { NP, 1 }, .data = dst };
-            dg_tensor eb = o;
-            eb.stride[0] = 1;
-            eb.stride[1] = 0;
-            eb.data = b->data;
-            be->binary(DG_BIN_COPY, &o, &eb, &eb, 1.0f, false);
+        const bool transpose = gc.n > 1 && !per_image;
+        /* blocks: per image [OC, P] of out, or the chunk's [OC, NP] of outT */
+        const int64_t nb = transpose ? 1 : gc.n, cols = transpose ? NP : P;
+        for (int64_t i = 0; i < nb; i++) {
+            float *dst = transpose ? outT : (float *)out->data + (n0 + i) * OC * P;
+            if (b) {   /* dst rows = bias, then dst += W col */
+                dg_tensor o = { .ctx = ctx, .dtype = DG_F32, .device = ctx->device, .ndim = 2,
+                                .shape = { OC, cols }, .stride = { cols, 1 }, .data = dst };
+                dg_tensor eb = o;
+                eb.stride[0] = 1;
+                eb.stride[1] = 0;
+                eb.data = b->data;
+                be->binary(DG_BIN_COPY, &o, &eb, &eb, 1.0f, false);
+            }
+            for (int64_t k = 0; k < groups; k++)
+                be->gemm(false, false, OCg, cols, Kg, 1.0f, (const float *)w->data + k * OCg * Kg, Kg,
+                         col + k * Kg * NP + i * P, NP, b ? 1.0f : 0.0f, dst + k * OCg * cols, cols);
         }
-        for (int64_t k = 0; k < groups; k++)
-            be->gemm(false, false, OCg, NP, Kg, 1.0f, (const float *)w->data + k * OCg * Kg, Kg,
-                     col + k * Kg * NP, NP, b ? 1.0f : 0.0f, dst + k * OCg * NP, NP);
-        if (gc.n > 1) swap01(ctx, oc, outT, gc.n, OC, P);
+        if (transpose) swap01(ctx, (float *)out->data + n0 * OC * P, outT, gc.n, OC, P);
     }
     dg_tensor *in[3] = { x, w, b };
     if (dg__needs_grad(ctx, 3, in)) {
