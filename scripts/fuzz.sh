@@ -2,7 +2,8 @@
 # Build the libFuzzer targets (tests/fuzz/*.c) with clang, ASan and
 # -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION (checkpoint checksums are not
 # enforced, so mutations reach the parser) into build-fuzz, then run each
-# for SECONDS with a seed corpus: a small valid checkpoint (ckpt_writer tiny)
+# for SECONDS with a seed corpus: small valid checkpoints (ckpt_writer tiny
+# and tiny-bn, the latter with buffers)
 # and small IDX files cut from real MNIST (plain and gzip).
 # usage: scripts/fuzz.sh [SECONDS]   (default 30 per target; DG_FUZZ_SECONDS too)
 # Environment: DG_MNIST_DIR (else ../shared/data/mnist or data/mnist),
@@ -27,6 +28,9 @@ rm -rf "$seeds"
 mkdir -p "$seeds/checkpoint" "$seeds/idx" "$B/fuzz-corpus/checkpoint" "$B/fuzz-corpus/idx" "$B/fuzz-artifacts"
 ASAN_OPTIONS=detect_leaks=0 "$B/tests/ckpt_writer" tiny "$seeds/ckpt-tmp" >/dev/null
 cp "$seeds"/ckpt-tmp/ckpt-*.dgck "$seeds/checkpoint/tiny.dgck"
+rm -rf "$seeds/ckpt-tmp"
+ASAN_OPTIONS=detect_leaks=0 "$B/tests/ckpt_writer" tiny-bn "$seeds/ckpt-tmp" >/dev/null
+cp "$seeds"/ckpt-tmp/ckpt-*.dgck "$seeds/checkpoint/tiny-bn.dgck"
 rm -rf "$seeds/ckpt-tmp"
 
 mnist=${DG_MNIST_DIR:-}

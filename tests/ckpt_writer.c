@@ -4,6 +4,9 @@
  *                                   DIR/ckpt-5.dgck (a checkpoint of
  *                                   "another model" for mnist_mlp --resume)
  *   ckpt_writer tiny DIR            Linear 4 -> 3 with Adam (fuzz seed)
+ *   ckpt_writer tiny-bn DIR         the same and a BatchNorm2d(3), whose
+ *                                   running statistics go in as buffers
+ *                                   (fuzz seed)
  *   ckpt_writer big DIR STEP MIB    one parameter of MIB MiB, every value
  *                                   STEP, saved as DIR/ckpt-STEP.dgck (the
  *                                   SIGKILL test sets DG_CKPT_TEST_SLOW_WRITE)
@@ -23,7 +26,7 @@ static int die(const char *what) {
     return 1;
 }
 
-static int save_mlp(const char *dir, int64_t in, int64_t hid, int64_t out, bool two) {
+static int save_mlp(const char *dir, int64_t in, int64_t hid, int64_t out, bool two, bool bn) {
     dg_ctx *ctx = dg_ctx_new(DG_CPU);
     if (!ctx) return die("");
     dg_manual_seed(ctx, 1);
@@ -31,6 +34,14 @@ static int save_mlp(const char *dir, int64_t in, int64_t hid, int64_t out, bool 
     if (two) {
         dg_module *layers[3] = { m, dg_nn_relu(ctx), dg_nn_linear(ctx, hid, out, true) };
         m = dg_nn_sequential(ctx, 3, layers);
+    }
+    dg_tensor **bufs = NULL;
+    int nb = 0;
+    if (bn) {
+        dg_module *layers[2] = { m, dg_nn_batch_norm2d(ctx, hid) };
+        m = dg_nn_sequential(ctx, 2, layers);
+        nb = dg_module_buffers(m, &bufs);
+        for (int i = 0; i < nb; i++) dg_init_uniform(bufs[i], 0.5f, 1.5f);
     }
     dg_tensor **params;
     int np = dg_module_parameters(m, &params);
@@ -41,7 +52,7 @@ static int save_mlp(const char *dir, int64_t in, int64_t hid, int64_t out, bool 
         for (int s = 0; s < dg_optim_num_slots(opt); s++) dg_init_uniform(dg_optim_state(opt, i, s), 0.0f, 1.0f);
     dg_optim_set_step_count(opt, 5);
     dg_train_state st = { .step = 5, .epoch = 0, .pos = 320, .batch_size = 64, .optimizer = "adam",
-                          .num_stats = 2, .stats = { 11.5, 5.0 } };
+                          .num_stats = 2, .stats = { 11.5, 5.0 }, .buffers = bufs, .num_buffers = nb };
     int rc = dg_checkpoint_save(dir, ctx, opt, &st, NULL, 0) ? die("") : 0;
     dg_ctx_free(ctx);
     return rc;
@@ -58,8 +69,9 @@ static dg_ctx *big_model(int64_t mib, dg_tensor **p, dg_optim **opt) {
 
 int main(int argc, char **argv) {
     if (argc >= 5 && !strcmp(argv[1], "model"))
-        return save_mlp(argv[2], atoll(argv[3]), atoll(argv[4]), 10, true);
-    if (argc >= 3 && !strcmp(argv[1], "tiny")) return save_mlp(argv[2], 4, 3, 0, false);
+        return save_mlp(argv[2], atoll(argv[3]), atoll(argv[4]), 10, true, false);
+    if (argc >= 3 && !strcmp(argv[1], "tiny")) return save_mlp(argv[2], 4, 3, 0, false, false);
+    if (argc >= 3 && !strcmp(argv[1], "tiny-bn")) return save_mlp(argv[2], 4, 3, 0, false, true);
     if (argc >= 5 && (!strcmp(argv[1], "big") || !strcmp(argv[1], "check"))) {
         int64_t step = atoll(argv[3]), mib = atoll(argv[4]);
         dg_tensor *p;

@@ -3,9 +3,10 @@
  * Each input is a whole checkpoint file. It goes through
  * dg_checkpoint_check_buffer (magic, version, checksum, payload parse and
  * self-consistency) and, when that accepts it, is written to a temporary
- * file and loaded into a Linear(4, 3) + Adam model (the model of
- * `ckpt_writer tiny`, the seed), which runs the model checks and the
- * restore. scripts/fuzz.sh builds dgrad with
+ * file and loaded into two models, which runs the model checks and the
+ * restore in one of them at most: Linear(4, 3) + Adam (`ckpt_writer tiny`,
+ * a seed) and the same with a BatchNorm2d(3), whose running statistics are
+ * buffers (`ckpt_writer tiny-bn`, the other seed). scripts/fuzz.sh builds dgrad with
  * -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION, which lets inputs with a wrong
  * checksum through, so that mutations reach the payload parser.
  */
@@ -17,21 +18,39 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static dg_ctx *ctx;
-static dg_optim *opt;
+typedef struct {
+    dg_ctx *ctx;
+    dg_optim *opt;
+    dg_tensor **bufs;
+    int nb;
+} model;
+
+static model models[2];   /* without and with buffers */
 static char path[128];
 
 static void cleanup(void) { unlink(path); }
 
+static model make_model(bool bn) {
+    model m = { .ctx = dg_ctx_new(DG_CPU) };
+    DG_ASSERT(m.ctx != NULL);
+    dg_module *net = dg_nn_linear(m.ctx, 4, 3, true);
+    if (bn) {
+        dg_module *layers[2] = { net, dg_nn_batch_norm2d(m.ctx, 3) };
+        net = dg_nn_sequential(m.ctx, 2, layers);
+        m.nb = dg_module_buffers(net, &m.bufs);
+    }
+    dg_tensor **params;
+    int np = dg_module_parameters(net, &params);
+    m.opt = dg_optim_adam(params, np, dg_adam_defaults());
+    DG_ASSERT(m.opt != NULL);
+    return m;
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
-    ctx = dg_ctx_new(DG_CPU);
-    DG_ASSERT(ctx != NULL);
-    dg_tensor **params;
-    int np = dg_module_parameters(dg_nn_linear(ctx, 4, 3, true), &params);
-    opt = dg_optim_adam(params, np, dg_adam_defaults());
-    DG_ASSERT(opt != NULL);
+    models[0] = make_model(false);
+    models[1] = make_model(true);
     snprintf(path, sizeof path, "/tmp/fuzz_checkpoint.%ld.dgck", (long)getpid());
     atexit(cleanup);
     return 0;
@@ -45,8 +64,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size_t put = fwrite(data, 1, size, f);
         DG_ASSERT(put == size);
         fclose(f);
-        dg_train_state st = { .batch_size = 8, .optimizer = "adam" };
-        dg_checkpoint_load(path, ctx, opt, &st, NULL, NULL, 0);
+        for (int i = 0; i < 2; i++) {
+            dg_train_state st = { .batch_size = 8, .optimizer = "adam", .buffers = models[i].bufs,
+                                  .num_buffers = models[i].nb };
+            dg_checkpoint_load(path, models[i].ctx, models[i].opt, &st, NULL, NULL, 0);
+            dg_clear_error();
+        }
     }
     dg_clear_error();
     return 0;
