@@ -1,6 +1,7 @@
 /* backend_cuda.cu - the CUDA backend: lazy init and device choice, memory,
  * gemm through cuBLAS, and the backend table. The kernels are in
- * cuda_elementwise.cu and cuda_reduce.cu.
+ * cuda_elementwise.cu and cuda_reduce.cu. cuBLAS is opened with dlopen at
+ * init (dg__cublas_load), so that CPU runs of a CUDA build do not map it.
  *
  * One device per process and one stream on it: every kernel, copy and cuBLAS
  * call is queued on that stream, so ops stay ordered without events and only
@@ -24,6 +25,7 @@
 #include "cuda-impl.h"
 #include "cnn-impl.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +54,65 @@ void dg__cuda_bind(void) {
     if (t_bound) return;
     cudaCheck(cudaSetDevice(dg__cuda.device));
     t_bound = true;
+}
+
+/* ---- cuBLAS, loaded on first use (see cuda-impl.h) ------------------------------ */
+
+/* The library's exported names: cublas_v2.h maps cublasCreate and the others
+ * to their _v2 symbols; the pointer types come from the declarations. */
+static struct {
+    void *lib;
+    decltype(&cublasCreate_v2) create;
+    decltype(&cublasSetStream_v2) set_stream;
+    decltype(&cublasSetMathMode) set_math_mode;
+    decltype(&cublasSetWorkspace_v2) set_workspace;
+    decltype(&cublasGetStatusString) status_string;
+    decltype(&cublasSgemm_v2) sgemm;
+} g_cublas;
+
+#define DG_STR_(x) #x
+#define DG_STR(x) DG_STR_(x)
+
+extern "C" dg_status dg__cublas_load(char *msg, size_t n) {
+    if (g_cublas.sgemm) return DG_OK;
+    /* the build's own copy first (DG_CUBLAS_PATH, from CMake), then the
+     * soname through the usual search (RUNPATH, LD_LIBRARY_PATH, ldconfig) */
+    const char *names[] = {
+#ifdef DG_CUBLAS_PATH
+        DG_CUBLAS_PATH,
+#endif
+        "libcublas.so." DG_STR(CUBLAS_VER_MAJOR), "libcublas.so",
+    };
+    void *lib = NULL;
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && !lib; i++)
+        lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        snprintf(msg, n, "cannot load cuBLAS (libcublas.so.%d): %s", CUBLAS_VER_MAJOR, dlerror());
+        return DG_ERR;
+    }
+    struct { void **slot; const char *name; } syms[] = {
+        { (void **)&g_cublas.create, "cublasCreate_v2" },
+        { (void **)&g_cublas.set_stream, "cublasSetStream_v2" },
+        { (void **)&g_cublas.set_math_mode, "cublasSetMathMode" },
+        { (void **)&g_cublas.set_workspace, "cublasSetWorkspace_v2" },
+        { (void **)&g_cublas.status_string, "cublasGetStatusString" },
+        { (void **)&g_cublas.sgemm, "cublasSgemm_v2" },   /* last: it marks success */
+    };
+    for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
+        *syms[i].slot = dlsym(lib, syms[i].name);
+        if (!*syms[i].slot) {
+            snprintf(msg, n, "cuBLAS library lacks %s", syms[i].name);
+            g_cublas.sgemm = NULL;
+            dlclose(lib);
+            return DG_ERR;
+        }
+    }
+    g_cublas.lib = lib;
+    return DG_OK;
+}
+
+extern "C" const char *dg__cublas_status(cublasStatus_t st) {
+    return g_cublas.status_string ? g_cublas.status_string(st) : "cuBLAS error";
 }
 
 /* ---- init ------------------------------------------------------------------ */
@@ -117,16 +178,21 @@ static void init_once(void) {
     INIT_TRY(cudaSetDevice(dev));
     INIT_TRY(cudaDeviceGetAttribute(&s->num_sms, cudaDevAttrMultiProcessorCount, dev));
     INIT_TRY(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking));
-    cublasStatus_t st = cublasCreate(&s->cublas);
-    if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetStream(s->cublas, s->stream);
-    if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetMathMode(s->cublas, CUBLAS_DEFAULT_MATH);
+    char why[192];
+    if (dg__cublas_load(why, sizeof why) != DG_OK) {
+        snprintf(g_msg, sizeof g_msg, "dg_ctx_new: CUDA init failed: %s", why);
+        return;
+    }
+    cublasStatus_t st = g_cublas.create(&s->cublas);
+    if (st == CUBLAS_STATUS_SUCCESS) st = g_cublas.set_stream(s->cublas, s->stream);
+    if (st == CUBLAS_STATUS_SUCCESS) st = g_cublas.set_math_mode(s->cublas, CUBLAS_DEFAULT_MATH);
     if (st == CUBLAS_STATUS_SUCCESS) {
         INIT_TRY(cudaMalloc(&s->cublas_ws, DG_CUBLAS_WORKSPACE));
-        st = cublasSetWorkspace(s->cublas, s->cublas_ws, DG_CUBLAS_WORKSPACE);
+        st = g_cublas.set_workspace(s->cublas, s->cublas_ws, DG_CUBLAS_WORKSPACE);
     }
     if (st != CUBLAS_STATUS_SUCCESS) {
         snprintf(g_msg, sizeof g_msg, "dg_ctx_new: CUDA init failed: cuBLAS: %s",
-                 cublasGetStatusString(st));
+                 dg__cublas_status(st));
         return;
     }
     INIT_TRY(cudaMalloc((void **)&s->ce_flag, sizeof *s->ce_flag));
@@ -332,7 +398,7 @@ static void cuda_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float a
     }
     const int64_t lim = 2147483647;
     DG_ASSERT(m <= lim && n <= lim && k <= lim && lda <= lim && ldb <= lim && ldc <= lim);
-    cublasCheck(cublasSgemm(dg__cuda.cublas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+    cublasCheck(g_cublas.sgemm(dg__cuda.cublas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
                             ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)n, (int)m, (int)k, &alpha, b,
                             (int)ldb, a, (int)lda, &beta, c, (int)ldc));
 }

@@ -46,8 +46,16 @@ void dg__cuda_fail(const char *call, const char *err, const char *file, int line
     do {                                                                           \
         cublasStatus_t dg_s_ = (call);                                             \
         if (dg_s_ != CUBLAS_STATUS_SUCCESS)                                        \
-            dg__cuda_fail(#call, cublasGetStatusString(dg_s_), __FILE__, __LINE__); \
+            dg__cuda_fail(#call, dg__cublas_status(dg_s_), __FILE__, __LINE__);     \
     } while (0)
+
+/* cuBLAS is loaded with dlopen when the first CUDA context starts, not
+ * linked: mapping it (with cuBLASLt) costs a process about 110 MiB of
+ * resident memory, which CPU-only runs of a CUDA-enabled build should not
+ * pay. dg__cublas_load: DG_OK, or DG_ERR with msg (n bytes) saying which
+ * file or symbol is missing; idempotent. Tested without a GPU. */
+extern "C" dg_status dg__cublas_load(char *msg, size_t n);
+extern "C" const char *dg__cublas_status(cublasStatus_t st);
 
 /* Calls that wait for the device or (de)allocate are not allowed inside a
  * graph capture: fail with a message that says so. */

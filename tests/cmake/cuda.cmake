@@ -10,6 +10,12 @@ add_executable(test_cuda test_cuda.c)
 target_link_libraries(test_cuda PRIVATE dgrad m)
 target_include_directories(test_cuda PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 
+# cuBLAS is opened on demand, not linked: a CPU context must not map it, and
+# the loader must find it and its symbols (no GPU needed).
+if(DG_HAVE_CUDA)
+  dg_add_test(test_cublas_load test_cublas_load.c)
+endif()
+
 set(DG_GPU_PRESENT OFF)
 if(DG_HAVE_CUDA AND DG_TEST_CUDA STREQUAL "AUTO")
   # A tiny program that asks the CUDA runtime for devices: the same question
