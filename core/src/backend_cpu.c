@@ -378,5 +378,7 @@ const dg_backend dg_backend_cpu = {
     .bn_stats = dg__cpu_bn_stats,
     .bn_fwd = dg__cpu_bn_fwd,
     .bn_stats_fwd = dg__cpu_bn_stats_fwd,
+    .bn_pool_fwd = dg__cpu_bn_pool_fwd,
+    .bn_pool_bwd = dg__cpu_bn_pool_bwd,
     .bn_bwd = dg__cpu_bn_bwd,
 };

@@ -451,5 +451,7 @@ extern "C" const dg_backend dg_backend_cuda = {
     .bn_stats = dg__cuda_bn_stats,
     .bn_fwd = dg__cuda_bn_fwd,
     .bn_stats_fwd = NULL,   /* bn_stats then bn_fwd */
+    .bn_pool_fwd = NULL,    /* no fusion */
+    .bn_pool_bwd = NULL,
     .bn_bwd = dg__cuda_bn_bwd,
 };

@@ -198,6 +198,12 @@ typedef int32_t dg_v4i __attribute__((vector_size(16)));
         __builtin_memcpy(&h0, r0 + 2 * ox + L, sizeof h0);                             \
         __builtin_memcpy(&l1, r1 + 2 * ox, sizeof l1);                                 \
         __builtin_memcpy(&h1, r1 + 2 * ox + L, sizeof h1);                             \
+        if (aff) { /* batch norm first: pool y = x * sc + sh */                        \
+            l0 = l0 * sc + sh;                                                         \
+            h0 = h0 * sc + sh;                                                         \
+            l1 = l1 * sc + sh;                                                         \
+            h1 = h1 * sc + sh;                                                         \
+        }                                                                              \
         VF m = __builtin_shufflevector(l0, h0, EVEN), b = __builtin_shufflevector(l0, h0, ODD); \
         VF c = __builtin_shufflevector(l1, h1, EVEN), d = __builtin_shufflevector(l1, h1, ODD); \
         VI i0 = LANE2 + (base + (int32_t)(2 * ox));                                    \
@@ -214,35 +220,49 @@ typedef int32_t dg_v4i __attribute__((vector_size(16)));
 #define DG_EVEN4 0, 2, 4, 6
 #define DG_ODD4 1, 3, 5, 7
 
-DG_HOT static void maxpool_2x2(float *out, int32_t *idx, const float *x, const dg_conv_geom *g) {
-    const int64_t HW = g->h * g->w, P = g->oh * g->ow, W = g->w, OW = g->ow;
+/* The output rows of one plane (oh x OW from rows of W floats). aff: pool
+ * the batch-norm output x * sc + sh instead of x (computed as bn_fwd does,
+ * so the same values win). */
+static inline __attribute__((always_inline)) void pool2x2_plane(float *out, int32_t *idx,
+                                                                const float *x, int64_t oh,
+                                                                int64_t OW, int64_t W, bool aff,
+                                                                float sc, float sh) {
     const dg_v8i lane8 = { 0, 2, 4, 6, 8, 10, 12, 14 };
     const dg_v4i lane4 = { 0, 2, 4, 6 };
-    for (int64_t pl = 0; pl < g->n * g->c; pl++)
-        for (int64_t oy = 0; oy < g->oh; oy++) {
-            const float *r0 = x + pl * HW + 2 * oy * W, *r1 = r0 + W;
-            float *o = out + pl * P + oy * OW;
-            int32_t *id = idx + pl * P + oy * OW;
-            const int32_t base = (int32_t)(2 * oy * W);
-            if (OW >= 8) {
-                DG_POOL_ROW(dg_v8, dg_v8i, 8, DG_EVEN8, DG_ODD8, lane8)
-            } else if (OW >= 4) {
-                DG_POOL_ROW(dg_v4, dg_v4i, 4, DG_EVEN4, DG_ODD4, lane4)
-            } else {
-                for (int64_t ox = 0; ox < OW; ox++) {   /* rows narrower than 4 */
-                    float m = r0[2 * ox], v[3] = { r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1] };
-                    int32_t i0 = base + (int32_t)(2 * ox), im = i0, iv[3] = { i0 + 1, i0 + (int32_t)W,
-                                                                              i0 + (int32_t)W + 1 };
-                    for (int k = 0; k < 3; k++)
-                        if (v[k] > m || (v[k] != v[k] && m == m)) {
-                            m = v[k];
-                            im = iv[k];
-                        }
-                    o[ox] = m;
-                    id[ox] = im;
-                }
+    for (int64_t oy = 0; oy < oh; oy++) {
+        const float *r0 = x + 2 * oy * W, *r1 = r0 + W;
+        float *o = out + oy * OW;
+        int32_t *id = idx + oy * OW;
+        const int32_t base = (int32_t)(2 * oy * W);
+        if (OW >= 8) {
+            DG_POOL_ROW(dg_v8, dg_v8i, 8, DG_EVEN8, DG_ODD8, lane8)
+        } else if (OW >= 4) {
+            DG_POOL_ROW(dg_v4, dg_v4i, 4, DG_EVEN4, DG_ODD4, lane4)
+        } else {
+            for (int64_t ox = 0; ox < OW; ox++) {   /* rows narrower than 4 */
+                float v[4] = { r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1] };
+                if (aff)
+                    for (int k = 0; k < 4; k++) v[k] = v[k] * sc + sh;
+                int32_t i0 = base + (int32_t)(2 * ox), iv[4] = { i0, i0 + 1, i0 + (int32_t)W,
+                                                                 i0 + (int32_t)W + 1 };
+                float m = v[0];
+                int32_t im = i0;
+                for (int k = 1; k < 4; k++)
+                    if (v[k] > m || (v[k] != v[k] && m == m)) {
+                        m = v[k];
+                        im = iv[k];
+                    }
+                o[ox] = m;
+                id[ox] = im;
             }
         }
+    }
+}
+
+DG_HOT static void maxpool_2x2(float *out, int32_t *idx, const float *x, const dg_conv_geom *g) {
+    const int64_t HW = g->h * g->w, P = g->oh * g->ow;
+    for (int64_t pl = 0; pl < g->n * g->c; pl++)
+        pool2x2_plane(out + pl * P, idx + pl * P, x + pl * HW, g->oh, g->ow, g->w, false, 1.0f, 0.0f);
 }
 
 DG_HOT void dg__cpu_maxpool_fwd(float *out, int32_t *idx, const float *x, const dg_conv_geom *g) {
@@ -296,6 +316,22 @@ DG_HOT void dg__cpu_maxpool_fwd(float *out, int32_t *idx, const float *x, const 
         d = (k == (int32_t)(W + 1)) & vb;                                               \
         VI s0 = __builtin_shufflevector(a, b, LO), s1 = __builtin_shufflevector(a, b, HI); \
         VI s2 = __builtin_shufflevector(c, d, LO), s3 = __builtin_shufflevector(c, d, HI); \
+        if (aff) { /* batch norm's backward: dx = kk * (dy - k0 - x * kx) */            \
+            VF y[4], xv[4];                                                             \
+            __builtin_memcpy(&y[0], &s0, sizeof s0);                                    \
+            __builtin_memcpy(&y[1], &s1, sizeof s1);                                    \
+            __builtin_memcpy(&y[2], &s2, sizeof s2);                                    \
+            __builtin_memcpy(&y[3], &s3, sizeof s3);                                    \
+            __builtin_memcpy(&xv[0], x0 + 2 * ox, sizeof xv[0]);                        \
+            __builtin_memcpy(&xv[1], x0 + 2 * ox + L, sizeof xv[1]);                    \
+            __builtin_memcpy(&xv[2], x1 + 2 * ox, sizeof xv[2]);                        \
+            __builtin_memcpy(&xv[3], x1 + 2 * ox + L, sizeof xv[3]);                    \
+            for (int q_ = 0; q_ < 4; q_++) y[q_] = kk * (y[q_] - k0 - xv[q_] * kx);     \
+            __builtin_memcpy(&s0, &y[0], sizeof s0);                                    \
+            __builtin_memcpy(&s1, &y[1], sizeof s1);                                    \
+            __builtin_memcpy(&s2, &y[2], sizeof s2);                                    \
+            __builtin_memcpy(&s3, &y[3], sizeof s3);                                    \
+        }                                                                               \
         __builtin_memcpy(d0 + 2 * ox, &s0, sizeof s0);                                  \
         __builtin_memcpy(d0 + 2 * ox + L, &s1, sizeof s1);                              \
         __builtin_memcpy(d1 + 2 * ox, &s2, sizeof s2);                                  \
@@ -307,32 +343,51 @@ DG_HOT void dg__cpu_maxpool_fwd(float *out, int32_t *idx, const float *x, const 
 #define DG_ZIP4_LO 0, 4, 1, 5
 #define DG_ZIP4_HI 2, 6, 3, 7
 
-DG_HOT static void maxpool_2x2_bwd(float *dx, const float *dout, const int32_t *idx,
-                                   const dg_conv_geom *g) {
-    const int64_t HW = g->h * g->w, P = g->oh * g->ow, W = g->w, OW = g->ow;
+/* The gradient of one plane from its pooled gradient go and indices id.
+ * aff: through batch norm too, dx = kk * (dy - k0 - x * kx) with dy the
+ * pooled gradient at the winners and 0 elsewhere (x: the plane's input). */
+static inline __attribute__((always_inline)) void pool2x2_bwd_plane(
+    float *dx, const float *gop, const int32_t *idp, const float *x, int64_t oh, int64_t OW,
+    int64_t W, bool aff, float kk, float k0, float kx) {
     const dg_v8i lane8 = { 0, 2, 4, 6, 8, 10, 12, 14 };
     const dg_v4i lane4 = { 0, 2, 4, 6 };
-    for (int64_t pl = 0; pl < g->n * g->c; pl++)
-        for (int64_t oy = 0; oy < g->oh; oy++) {
-            float *d0 = dx + pl * HW + 2 * oy * W, *d1 = d0 + W;
-            const float *go = dout + pl * P + oy * OW;
-            const int32_t *id = idx + pl * P + oy * OW;
-            const int32_t base = (int32_t)(2 * oy * W);
-            if (OW >= 8) {
-                DG_POOL_BWD_ROW(dg_v8, dg_v8i, 8, DG_ZIP8_LO, DG_ZIP8_HI, lane8)
-            } else if (OW >= 4) {
-                DG_POOL_BWD_ROW(dg_v4, dg_v4i, 4, DG_ZIP4_LO, DG_ZIP4_HI, lane4)
-            } else {
-                for (int64_t ox = 0; ox < OW; ox++) {
-                    int32_t k = id[ox] - base - (int32_t)(2 * ox);
-                    float v = go[ox];
-                    d0[2 * ox] = k == 0 ? v : 0.0f;
-                    d0[2 * ox + 1] = k == 1 ? v : 0.0f;
-                    d1[2 * ox] = k == (int32_t)W ? v : 0.0f;
-                    d1[2 * ox + 1] = k == (int32_t)W + 1 ? v : 0.0f;
+    for (int64_t oy = 0; oy < oh; oy++) {
+        float *d0 = dx + 2 * oy * W, *d1 = d0 + W;
+        const float *x0 = aff ? x + 2 * oy * W : NULL, *x1 = aff ? x0 + W : NULL;
+        const float *go = gop + oy * OW;
+        const int32_t *id = idp + oy * OW;
+        const int32_t base = (int32_t)(2 * oy * W);
+        if (OW >= 8) {
+            DG_POOL_BWD_ROW(dg_v8, dg_v8i, 8, DG_ZIP8_LO, DG_ZIP8_HI, lane8)
+        } else if (OW >= 4) {
+            DG_POOL_BWD_ROW(dg_v4, dg_v4i, 4, DG_ZIP4_LO, DG_ZIP4_HI, lane4)
+        } else {
+            for (int64_t ox = 0; ox < OW; ox++) {
+                int32_t k = id[ox] - base - (int32_t)(2 * ox);
+                float v = go[ox];
+                float y[4] = { k == 0 ? v : 0.0f, k == 1 ? v : 0.0f, k == (int32_t)W ? v : 0.0f,
+                               k == (int32_t)W + 1 ? v : 0.0f };
+                if (aff) {
+                    const float xv[4] = { x0[2 * ox], x0[2 * ox + 1], x1[2 * ox], x1[2 * ox + 1] };
+                    for (int q = 0; q < 4; q++) y[q] = kk * (y[q] - k0 - xv[q] * kx);
                 }
+                d0[2 * ox] = y[0];
+                d0[2 * ox + 1] = y[1];
+                d1[2 * ox] = y[2];
+                d1[2 * ox + 1] = y[3];
             }
         }
+    }
+}
+
+/* 2x2 windows tiling the plane exactly, dx overwritten: each input gets its
+ * window's gradient or 0 in one pass (no memset, no scatter). */
+DG_HOT static void maxpool_2x2_bwd(float *dx, const float *dout, const int32_t *idx,
+                                   const dg_conv_geom *g) {
+    const int64_t HW = g->h * g->w, P = g->oh * g->ow;
+    for (int64_t pl = 0; pl < g->n * g->c; pl++)
+        pool2x2_bwd_plane(dx + pl * HW, dout + pl * P, idx + pl * P, NULL, g->oh, g->ow, g->w, false,
+                          0.0f, 0.0f, 0.0f);
 }
 
 DG_HOT void dg__cpu_maxpool_bwd(float *dx, const float *dout, const int32_t *idx,
@@ -576,5 +631,66 @@ DG_HOT void dg__cpu_bn_bwd(float *dx, float *dw, float *db, const float *dy, con
                 else
                     for (int64_t j = 0; j < hw; j++) q[j] = a * (g[j] - b0 - p[j] * bx);
             }
+    }
+}
+
+/* ---- batch norm, then 2x2 max pooling: fused ----------------------------------- */
+
+/* Sequential's BatchNorm2d -> MaxPool2d(2) (nn.c): the batch-norm output is
+ * never stored. Forward: per channel the statistics (as bn_stats), then
+ * each plane pooled from x * sc + sh while the channel is in L2 (the same
+ * values as bn_fwd, so the same winners and outputs). Backward: the sums
+ * over the winners only (dy is 0 elsewhere), then dx in one pass. MNIST
+ * CNN's first layer: 4 passes over its 14 MB activation instead of 11. */
+DG_HOT void dg__cpu_bn_pool_fwd(float *out, int32_t *idx, float *mean, float *invstd,
+                                float *run_mean, float *run_var, const float *x, const float *w,
+                                const float *b, int64_t n, int64_t c, int64_t h, int64_t wd,
+                                float momentum, float eps, bool training) {
+    const int64_t HW = h * wd, oh = h / 2, ow = wd / 2, P = oh * ow;
+    for (int64_t ch = 0; ch < c; ch++) {
+        if (training) {
+            bn_channel_stats(mean, invstd, run_mean, run_var, x, n, c, HW, ch, momentum, eps);
+        } else {
+            mean[ch] = run_mean[ch];
+            invstd[ch] = 1.0f / sqrtf(run_var[ch] + eps);
+        }
+        float sc = invstd[ch] * (w ? w[ch] : 1.0f);
+        float sh = (b ? b[ch] : 0.0f) - mean[ch] * sc;
+        for (int64_t i = 0; i < n; i++)
+            pool2x2_plane(out + (i * c + ch) * P, idx + (i * c + ch) * P, x + (i * c + ch) * HW, oh,
+                          ow, wd, true, sc, sh);
+    }
+}
+
+DG_HOT void dg__cpu_bn_pool_bwd(float *dx, float *dw, float *db, const float *gout,
+                                const int32_t *idx, const float *x, const float *mean,
+                                const float *invstd, const float *w, int64_t n, int64_t c,
+                                int64_t h, int64_t wd, bool training, bool acc_dw, bool acc_db) {
+    const int64_t HW = h * wd, oh = h / 2, ow = wd / 2, P = oh * ow, m = n * HW;
+    for (int64_t ch = 0; ch < c; ch++) {
+        const float mu = mean[ch], is = invstd[ch];
+        double sdy = 0.0, sdyx = 0.0;   /* over the winners: dy is 0 elsewhere */
+        for (int64_t i = 0; i < n; i++) {
+            const float *go = gout + (i * c + ch) * P, *xp = x + (i * c + ch) * HW;
+            const int32_t *id = idx + (i * c + ch) * P;
+            float a = 0.0f, bs = 0.0f;
+            for (int64_t j = 0; j < P; j++) {
+                a += go[j];
+                bs += go[j] * (xp[id[j]] - mu);
+            }
+            sdy += a;
+            sdyx += bs;
+        }
+        sdyx *= is;   /* sum(dy * xhat) */
+        if (dw) dw[ch] = (acc_dw ? dw[ch] : 0.0f) + (float)sdyx;
+        if (db) db[ch] = (acc_db ? db[ch] : 0.0f) + (float)sdy;
+        if (!dx) continue;
+        const float kk = is * (w ? w[ch] : 1.0f);
+        const float mdy = training ? (float)(sdy / (double)m) : 0.0f;
+        const float mdyx = training ? (float)(sdyx / (double)m) : 0.0f;
+        const float kx = is * mdyx, k0 = mdy - mu * kx;
+        for (int64_t i = 0; i < n; i++)
+            pool2x2_bwd_plane(dx + (i * c + ch) * HW, gout + (i * c + ch) * P, idx + (i * c + ch) * P,
+                              x + (i * c + ch) * HW, oh, ow, wd, true, kk, k0, kx);
     }
 }

@@ -176,6 +176,18 @@ typedef struct dg_backend {
     void (*bn_stats_fwd)(float *y, float *mean, float *invstd, float *run_mean, float *run_var,
                          const float *x, const float *w, const float *b, int64_t n, int64_t c,
                          int64_t hw, float momentum, float eps);
+    /* Optional (NULL: no fusion): batch norm then 2x2 max pooling with
+     * stride 2 over x [n, c, h, wd] (h and wd even), as bn_stats, bn_fwd
+     * and maxpool_fwd would give, without storing the batch-norm output;
+     * and its backward (dx overwritten, may be NULL). nn.c's Sequential
+     * uses it for BatchNorm2d followed by MaxPool2d(2). */
+    void (*bn_pool_fwd)(float *out, int32_t *idx, float *mean, float *invstd, float *run_mean,
+                        float *run_var, const float *x, const float *w, const float *b, int64_t n,
+                        int64_t c, int64_t h, int64_t wd, float momentum, float eps, bool training);
+    void (*bn_pool_bwd)(float *dx, float *dw, float *db, const float *gout, const int32_t *idx,
+                        const float *x, const float *mean, const float *invstd, const float *w,
+                        int64_t n, int64_t c, int64_t h, int64_t wd, bool training, bool acc_dw,
+                        bool acc_db);
     /* Gradients of bn_fwd (training: through the batch stats too). dx, dw,
      * db may be NULL; acc_* add instead of overwrite. */
     void (*bn_bwd)(float *dx, float *dw, float *db, const float *dy, const float *x,
@@ -307,5 +319,15 @@ void dg__graph_on_replay(dg_ctx *ctx, dg_replay_hook fn, void *user);
 /* Fail the capture under way: dg_graph_end_capture returns DG_ERR with this
  * message. The first message wins. */
 void dg__graph_fail(dg_ctx *ctx, const char *fmt, ...) DG_PRINTF(2, 3);
+
+/* BatchNorm2d then MaxPool2d(2) in one op (ops_cnn.c), for nn.c's
+ * Sequential: whether the backend and x allow it, and the op, equal to
+ * max_pool2d(batch_norm2d(x, ...), 2) with the batch-norm output never
+ * stored (a call it does not allow is an assert). */
+bool dg__bn_pool_fusable(const dg_tensor *x, const dg_tensor *running_mean, const dg_tensor *weight,
+                         bool training);
+dg_tensor *dg__batch_norm_max_pool2x2(dg_tensor *x, dg_tensor *running_mean, dg_tensor *running_var,
+                                      dg_tensor *weight, dg_tensor *bias, bool training,
+                                      float momentum, float eps);
 
 #endif /* DGRAD_IMPL_H */

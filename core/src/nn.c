@@ -79,8 +79,31 @@ dg_module *dg_nn_relu(dg_ctx *ctx) {
     return m;
 }
 
+static dg_tensor *batch_norm_forward(dg_module *m, dg_tensor *x);
+static dg_tensor *max_pool_forward(dg_module *m, dg_tensor *x);
+
+/* BatchNorm2d directly followed by MaxPool2d(2) (kernel 2, stride 2, no
+ * padding) runs as one op where the backend has it (the CPU's): the same
+ * outputs, gradients and running statistics, without storing the
+ * batch-norm output. */
+static bool fuse_bn_pool(const dg_module *bn, const dg_module *pool, const dg_tensor *x) {
+    if (bn->forward != batch_norm_forward || pool->forward != max_pool_forward) return false;
+    const int64_t *c = pool->cfg;
+    if (c[0] != 2 || c[1] != 2 || c[2] != 2 || c[3] != 2 || c[4] != 0 || c[5] != 0) return false;
+    return x->ctx == bn->ctx && dg__bn_pool_fusable(x, bn->bufs[0], bn->weight, bn->training);
+}
+
 static dg_tensor *sequential_forward(dg_module *m, dg_tensor *x) {
-    for (int i = 0; i < m->nchildren && x; i++) x = dg_module_forward(m->children[i], x);
+    for (int i = 0; i < m->nchildren && x; i++) {
+        dg_module *c = m->children[i];
+        if (i + 1 < m->nchildren && fuse_bn_pool(c, m->children[i + 1], x)) {
+            x = dg__batch_norm_max_pool2x2(x, c->bufs[0], c->bufs[1], c->weight, c->bias, c->training,
+                                           c->fcfg[1], c->fcfg[2]);
+            i++;
+            continue;
+        }
+        x = dg_module_forward(c, x);
+    }
     return x;
 }
 

@@ -434,3 +434,58 @@ dg_tensor *dg_batch_norm2d(dg_tensor *x, dg_tensor *running_mean, dg_tensor *run
     }
     return out;
 }
+
+/* ---- batch norm then 2x2 max pooling, fused (nn.c's Sequential) ---------------- */
+
+bool dg__bn_pool_fusable(const dg_tensor *x, const dg_tensor *running_mean, const dg_tensor *weight,
+                         bool training) {
+    if (!x || x->ndim != 4 || x->dtype != DG_F32 || !x->ctx->be->bn_pool_fwd) return false;
+    if (!dg_is_contiguous(x) || !running_mean) return false;
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    if (N <= 0 || H < 2 || W < 2 || H % 2 || W % 2 || running_mean->shape[0] != C) return false;
+    if (weight && weight->shape[0] != C) return false;
+    return !(training && N * H * W <= 1);
+}
+
+static void bn_pool_backward(dg_node *n) {
+    dg_tensor *x = n->in[0], *w = n->nin > 1 ? n->in[1] : NULL, *b = n->nin > 2 ? n->in[2] : NULL;
+    dg_ctx *ctx = x->ctx;
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    bool ax, aw, ab;
+    dg_tensor *gx = grad_slot(x, &ax), *gw = grad_slot(w, &aw), *gb = grad_slot(b, &ab);
+    float *dx = gx ? (ax ? fbuf(ctx, dg_numel(x)) : gx->data) : NULL;   /* the kernel overwrites */
+    const float *st = n->saved[0]->data;   /* mean [C], then invstd [C] */
+    ctx->be->bn_pool_bwd(dx, gw ? gw->data : NULL, gb ? gb->data : NULL, n->out->grad->data,
+                         n->saved[1]->data, x->data, st, st + C, w ? w->data : NULL, N, C, H, W,
+                         n->i[0] != 0, aw, ab);
+    if (gx && ax) {
+        dg_tensor t = *gx;
+        t.data = dx;
+        ctx->be->binary(DG_BIN_COPY, gx, &t, &t, 1.0f, true);
+    }
+}
+
+dg_tensor *dg__batch_norm_max_pool2x2(dg_tensor *x, dg_tensor *running_mean, dg_tensor *running_var,
+                                      dg_tensor *weight, dg_tensor *bias, bool training,
+                                      float momentum, float eps) {
+    DG_ASSERT(dg__bn_pool_fusable(x, running_mean, weight, training) && running_var);
+    dg_ctx *ctx = x->ctx;
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int64_t os[4] = { N, C, H / 2, W / 2 }, two_c = 2 * C;
+    dg_tensor *out = dg__tensor_alloc(ctx, DG_F32, 4, os);
+    dg_tensor *idx = dg__tensor_alloc(ctx, DG_I32, 4, os);
+    dg_tensor *stats = dg__tensor_alloc(ctx, DG_F32, 1, &two_c);
+    float *st = stats->data;
+    ctx->be->bn_pool_fwd(out->data, idx->data, st, st + C, running_mean->data, running_var->data,
+                         x->data, weight ? weight->data : NULL, bias ? bias->data : NULL, N, C, H,
+                         W, momentum, eps, training);
+    dg_tensor *in[3] = { x, weight, bias };
+    if (dg__needs_grad(ctx, 3, in)) {
+        int nin = bias ? 3 : weight ? 2 : 1;
+        dg_node *n = dg__record(ctx, "batch_norm2d+max_pool2d", bn_pool_backward, out, nin, in);
+        n->saved[0] = stats;
+        n->saved[1] = idx;
+        n->i[0] = training;
+    }
+    return out;
+}
