@@ -5,9 +5,9 @@
  *   cross-entropy, Adam with OneCycleLR (max_lr --lr), batch 256, 1 epoch,
  *   with BatchNorm2d after each convolution (the convolutions then have no
  *   bias). Defaults (tuned): batch norm on, max_lr 3e-2, pct_start 0.2,
- *   div_factor 10 (PyTorch's OneCycle defaults are 0.3 and 25): 99.10% test
+ *   div_factor 10 (PyTorch's OneCycle defaults are 0.3 and 25): 99.08% test
  *   accuracy on average over seeds 0-4 after one epoch on the CPU (min
- *   99.06%). --no-bn gives the plain net (--lr 1e-2: 98.8%; with 3e-3, the
+ *   99.04%). --no-bn gives the plain net (--lr 1e-2: 98.8%; with 3e-3, the
  *   PyTorch reference recipe: 98.2%).
  *
  * Data-parallel: run it under mpirun (or srun) and every rank trains on its
