@@ -15,6 +15,19 @@ bool dg__needs_grad(dg_ctx *ctx, int nin, dg_tensor *const *in) {
     return false;
 }
 
+dg_tensor *dg__grad_slot(dg_tensor *t, bool *acc) {
+    *acc = false;
+    if (!t || !t->requires_grad) return NULL;
+    uint64_t gen = t->ctx->bw_gen;
+    if (t->grad && (t->is_param || t->grad_gen == gen)) {
+        *acc = true;
+        return t->grad;
+    }
+    if (!t->grad) t->grad = dg__tensor_alloc(t->ctx, DG_F32, t->ndim, t->shape);
+    t->grad_gen = gen;
+    return t->grad;
+}
+
 dg_node *dg__record(dg_ctx *ctx, const char *name, dg_backward_fn fn, dg_tensor *out,
                     int nin, dg_tensor *const *in) {
     DG_ASSERT(nin <= 3);

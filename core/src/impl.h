@@ -305,6 +305,10 @@ dg_tensor *dg__view(dg_tensor *base, int ndim, const int64_t *shape,
 dg_node *dg__record(dg_ctx *ctx, const char *name, dg_backward_fn fn, dg_tensor *out,
                     int nin, dg_tensor *const *in);
 bool dg__needs_grad(dg_ctx *ctx, int nin, dg_tensor *const *in);
+/* For backward rules: the gradient buffer of t (NULL if t needs none),
+ * allocated uninitialized on first use. *acc: it already holds a gradient
+ * of this pass (add to it) or belongs to a parameter; else overwrite it. */
+dg_tensor *dg__grad_slot(dg_tensor *t, bool *acc);
 void *dg__persist_alloc(dg_ctx *ctx, size_t nbytes);
 /* calloc'd host memory that dg_ctx_free releases */
 void *dg__ctx_calloc(dg_ctx *ctx, size_t nbytes);

@@ -33,25 +33,10 @@ static int norm_dim(const char *op, const dg_tensor *t, int dim) {
     return dim < 0 ? dim + nd : dim;
 }
 
-/* The gradient buffer of t: allocated (uninitialized) on first use, in
- * which case *acc is false and the kernel must overwrite it. */
-static dg_tensor *grad_slot(dg_tensor *t, bool *acc) {
-    *acc = false;
-    if (!t || !t->requires_grad) return NULL;
-    uint64_t gen = t->ctx->bw_gen;
-    if (t->grad && (t->is_param || t->grad_gen == gen)) {
-        *acc = true;
-        return t->grad;
-    }
-    if (!t->grad) t->grad = dg__tensor_alloc(t->ctx, DG_F32, t->ndim, t->shape);
-    t->grad_gen = gen;
-    return t->grad;
-}
-
 /* A zero-filled gradient slot (for ops that write only part of it). */
 static dg_tensor *grad_slot_zeroed(dg_tensor *t) {
     bool acc;
-    dg_tensor *g = grad_slot(t, &acc);
+    dg_tensor *g = dg__grad_slot(t, &acc);
     if (g && !acc) BE(t)->memset0(g->data, (size_t)dg_numel(g) * sizeof(float));
     return g;
 }
@@ -132,7 +117,7 @@ static void reduce_dims(dg_ctx *ctx, float *out, const float *in, int ndim, cons
 static void grad_bcast(dg_tensor *t, dg_binop op, const dg_tensor *x, const dg_tensor *y,
                        float alpha, int ndim, const int64_t *shape) {
     bool acc;
-    dg_tensor *g = grad_slot(t, &acc);
+    dg_tensor *g = dg__grad_slot(t, &acc);
     if (!g) return;
     dg_tensor ex = expand(x, ndim, shape);
     dg_tensor ey = y ? expand(y, ndim, shape) : ex;
@@ -379,7 +364,7 @@ static void matmul_backward(dg_node *n) {
         shape[nb] = w == 0 ? m : k;
         shape[nb + 1] = w == 0 ? k : nn;
         bool acc = false;
-        dg_tensor *g = grad_slot(t, &acc);
+        dg_tensor *g = dg__grad_slot(t, &acc);
         bool direct = dg_numel(g) == prod(shape, 0, nb + 2);
         dg_tensor *dst;
         dg_tensor view;
@@ -475,13 +460,13 @@ static void linear_backward(dg_node *n) {
     int64_t in_f = w->shape[1], out_f = w->shape[0], rows = dg_numel(x) / in_f;
     bool acc;
     dg_tensor *g;
-    if ((g = grad_slot(x, &acc)))   /* dx = dy W */
+    if ((g = dg__grad_slot(x, &acc)))   /* dx = dy W */
         be->gemm(false, false, rows, in_f, out_f, 1.0f, go->data, out_f, w->data, in_f,
                  acc ? 1.0f : 0.0f, g->data, in_f);
-    if ((g = grad_slot(w, &acc)))   /* dW = dy^T x */
+    if ((g = dg__grad_slot(w, &acc)))   /* dW = dy^T x */
         be->gemm(true, false, out_f, in_f, rows, 1.0f, go->data, out_f, x->data, in_f,
                  acc ? 1.0f : 0.0f, g->data, in_f);
-    if (bias && (g = grad_slot(bias, &acc)))   /* db = sum_rows dy */
+    if (bias && (g = dg__grad_slot(bias, &acc)))   /* db = sum_rows dy */
         be->reduce_sum(g->data, go->data, 1, rows, out_f, 1.0f, acc);
 }
 
@@ -603,7 +588,7 @@ dg_tensor *dg_argmax(dg_tensor *a, int dim, bool keepdim) {
 static void softmax_backward(dg_node *n) {
     dg_tensor *a = n->in[0], *out = n->out;
     bool acc;
-    dg_tensor *g = grad_slot(a, &acc);
+    dg_tensor *g = dg__grad_slot(a, &acc);
     if (g)
         BE(a)->softmax_bwd(g->data, out->grad->data, out->data, n->i[0], n->i[1], n->i[2],
                            n->i[3], acc);
@@ -631,7 +616,7 @@ dg_tensor *dg_log_softmax(dg_tensor *a, int dim) { return softmax_op("dg_log_sof
 static void cross_entropy_backward(dg_node *n) {
     dg_tensor *x = n->in[0], *t = n->in[1];
     bool acc;
-    dg_tensor *g = grad_slot(x, &acc);
+    dg_tensor *g = dg__grad_slot(x, &acc);
     if (g)
         BE(x)->cross_entropy_bwd(g->data, n->out->grad->data, n->saved[1]->data, n->saved[0]->data,
                                  x->data, t->data, x->shape[0], x->shape[1], (int)n->i[0], acc);
@@ -750,7 +735,7 @@ dg_tensor *dg_flatten(dg_tensor *a, int start_dim, int end_dim) {
 static void permute_backward(dg_node *n) {
     dg_tensor *a = n->in[0], *go = n->out->grad;
     bool acc;
-    dg_tensor *g = grad_slot(a, &acc);
+    dg_tensor *g = dg__grad_slot(a, &acc);
     if (!g) return;
     /* write go into g viewed through the same permutation */
     dg_tensor gv = *g;

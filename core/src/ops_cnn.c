@@ -28,21 +28,6 @@ static bool check_in(const char *op, const dg_tensor *x, const dg_tensor *t, con
     return true;
 }
 
-/* The gradient buffer of t, as in ops.c: *acc tells whether it already
- * holds a gradient of this pass (then add to it). */
-static dg_tensor *grad_slot(dg_tensor *t, bool *acc) {
-    *acc = false;
-    if (!t || !t->requires_grad) return NULL;
-    uint64_t gen = t->ctx->bw_gen;
-    if (t->grad && (t->is_param || t->grad_gen == gen)) {
-        *acc = true;
-        return t->grad;
-    }
-    if (!t->grad) t->grad = dg__tensor_alloc(t->ctx, DG_F32, t->ndim, t->shape);
-    t->grad_gen = gen;
-    return t->grad;
-}
-
 static float *fbuf(dg_ctx *ctx, int64_t n) {
     return dg_arena_alloc(&ctx->data, (size_t)(n > 0 ? n : 1) * sizeof(float));
 }
@@ -94,7 +79,7 @@ static void conv2d_backward(dg_node *n) {
     int64_t G = n->i[6], OC = w->shape[0], OCg = OC / G, P = g.oh * g.ow;
     int64_t Kg = w->shape[1] * g.kh * g.kw, K = Kg * G;   /* rows of col: per group, all */
     bool aw, ab, ax;
-    dg_tensor *gw = grad_slot(w, &aw), *gb = grad_slot(b, &ab), *gx = grad_slot(x, &ax);
+    dg_tensor *gw = dg__grad_slot(w, &aw), *gb = dg__grad_slot(b, &ab), *gx = dg__grad_slot(x, &ax);
     int64_t nc = conv_chunk(ctx, &g, K);
     float *col = fbuf(ctx, K * nc * P), *goT = fbuf(ctx, OC * nc * P);
     float *dcol = gx ? fbuf(ctx, K * nc * P) : NULL;
@@ -277,7 +262,7 @@ static dg_conv_geom load_geom(const dg_node *n) {
 static void maxpool_backward(dg_node *n) {
     dg_tensor *x = n->in[0];
     bool acc;
-    dg_tensor *gx = grad_slot(x, &acc);
+    dg_tensor *gx = dg__grad_slot(x, &acc);
     if (!gx) return;
     dg_conv_geom g = load_geom(n);
     BE(x)->maxpool_bwd(gx->data, n->out->grad->data, n->saved[0]->data, &g, acc);
@@ -286,7 +271,7 @@ static void maxpool_backward(dg_node *n) {
 static void avgpool_backward(dg_node *n) {
     dg_tensor *x = n->in[0];
     bool acc;
-    dg_tensor *gx = grad_slot(x, &acc);
+    dg_tensor *gx = dg__grad_slot(x, &acc);
     if (!gx) return;
     dg_conv_geom g = load_geom(n);
     BE(x)->avgpool_bwd(gx->data, n->out->grad->data, &g, acc);
@@ -335,7 +320,7 @@ dg_tensor *dg_avg_pool2d(dg_tensor *x, const int64_t *kernel, const int64_t *str
 static void dropout_backward(dg_node *n) {
     dg_tensor *x = n->in[0];
     bool acc;
-    dg_tensor *gx = grad_slot(x, &acc);
+    dg_tensor *gx = dg__grad_slot(x, &acc);
     if (!gx) return;
     BE(x)->binary(DG_BIN_MUL, gx, n->out->grad, n->saved[0], 1.0f, acc);
 }
@@ -367,7 +352,7 @@ static void bn_backward(dg_node *n) {
     dg_tensor *x = n->in[0], *w = n->nin > 1 ? n->in[1] : NULL, *b = n->nin > 2 ? n->in[2] : NULL;
     int64_t N = x->shape[0], C = x->shape[1], HW = dg_numel(x) / (N * C);
     bool ax, aw, ab;
-    dg_tensor *gx = grad_slot(x, &ax), *gw = grad_slot(w, &aw), *gb = grad_slot(b, &ab);
+    dg_tensor *gx = dg__grad_slot(x, &ax), *gw = dg__grad_slot(w, &aw), *gb = dg__grad_slot(b, &ab);
     BE(x)->bn_bwd(gx ? gx->data : NULL, gw ? gw->data : NULL, gb ? gb->data : NULL,
                   n->out->grad->data, x->data, n->saved[0]->data, n->saved[1]->data,
                   w ? w->data : NULL, N, C, HW, n->i[0] != 0, ax, aw, ab);
@@ -452,7 +437,7 @@ static void bn_pool_backward(dg_node *n) {
     dg_ctx *ctx = x->ctx;
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     bool ax, aw, ab;
-    dg_tensor *gx = grad_slot(x, &ax), *gw = grad_slot(w, &aw), *gb = grad_slot(b, &ab);
+    dg_tensor *gx = dg__grad_slot(x, &ax), *gw = dg__grad_slot(w, &aw), *gb = dg__grad_slot(b, &ab);
     float *dx = gx ? (ax ? fbuf(ctx, dg_numel(x)) : gx->data) : NULL;   /* the kernel overwrites */
     const float *st = n->saved[0]->data;   /* mean [C], then invstd [C] */
     ctx->be->bn_pool_bwd(dx, gw ? gw->data : NULL, gb ? gb->data : NULL, n->out->grad->data,
