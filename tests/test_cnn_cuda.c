@@ -24,14 +24,9 @@
 #define TOL 1e-4
 
 static dg_device g_dev = DG_CUDA;
-static uint64_t g_rng = 0x243F6A8885A308D3ull;
+static dgt_rng g_rng = { 0x243F6A8885A308D3ull };
 
-static float rnd(void) {
-    g_rng ^= g_rng >> 12;
-    g_rng ^= g_rng << 25;
-    g_rng ^= g_rng >> 27;
-    return (float)((double)((g_rng * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-53 * 2.0 - 1.0);
-}
+static float rnd(void) { return (float)(dgt_uniform(&g_rng) * 2.0 - 1.0); }   /* [-1, 1) */
 
 typedef dg_tensor *(*fn_t)(dg_tensor **in, dg_tensor **bufs, const void *arg);
 
@@ -141,7 +136,7 @@ static dg_tensor *f_bn(dg_tensor **in, dg_tensor **b, const void *arg) {
 /* A small CNN, 20 Adam steps on synthetic data: the losses agree. */
 static void test_training(void) {
     float loss[2][20];
-    uint64_t save = g_rng;
+    dgt_rng save = g_rng;
     for (int d = 0; d < 2; d++) {
         g_rng = save;   /* the same batches on both devices */
         dg_ctx *ctx = dg_ctx_new(d ? g_dev : DG_CPU);

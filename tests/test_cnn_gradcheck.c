@@ -19,14 +19,9 @@
 #define GC_ATOL 2e-3
 #define GC_RTOL 1e-2
 
-static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
+static dgt_rng g_rng = { 0x2545F4914F6CDD1Dull };
 
-static double rnd(void) {   /* uniform [0, 1) */
-    g_rng ^= g_rng >> 12;
-    g_rng ^= g_rng << 25;
-    g_rng ^= g_rng >> 27;
-    return (double)((g_rng * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-53;
-}
+static double rnd(void) { return dgt_uniform(&g_rng); }   /* [0, 1) */
 
 typedef dg_tensor *(*gc_fn)(dg_tensor **in, const void *arg);
 

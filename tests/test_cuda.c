@@ -50,52 +50,7 @@ static bool g_perturb;   /* --self-check: perturb the MLP's start by 1 ulp */
 
 /* ---- deterministic host values ------------------------------------------------- */
 
-static uint64_t g_rng = 0x243F6A8885A308D3ull;
-
-static double rng_uniform(void) {
-    g_rng ^= g_rng >> 12;
-    g_rng ^= g_rng << 25;
-    g_rng ^= g_rng >> 27;
-    return (double)((g_rng * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-53;
-}
-
-static double rng_normal(void) {
-    double u1 = rng_uniform(), u2 = rng_uniform();
-    if (u1 < 1e-300) u1 = 1e-300;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
-typedef enum { V_N, V_AWAY, V_KINK, V_POS } vkind;
-
-static void fill_values(float *v, int64_t n, vkind k) {
-    for (int64_t i = 0; i < n; i++) {
-        double s = rng_uniform() < 0.5 ? -1.0 : 1.0;
-        switch (k) {
-        case V_N: v[i] = (float)rng_normal(); break;
-        case V_AWAY: v[i] = (float)(s * (0.5 + rng_uniform())); break;
-        case V_KINK: v[i] = (float)(s * (0.1 + rng_uniform())); break;
-        case V_POS: v[i] = (float)(0.2 + 1.8 * rng_uniform()); break;
-        }
-    }
-}
-
-static int parse_shape(const char *s, int64_t *shape) {
-    int n = 0;
-    while (s && *s) {
-        char *end;
-        long long v = strtoll(s, &end, 10);
-        DG_ASSERT(end != s && n < DG_MAX_DIMS);
-        shape[n++] = v;
-        s = *end == ',' ? end + 1 : end;
-    }
-    return n;
-}
-
-static int64_t numel_of(int ndim, const int64_t *shape) {
-    int64_t n = 1;
-    for (int d = 0; d < ndim; d++) n *= shape[d];
-    return n;
-}
+static dgt_rng g_rng = { 0x243F6A8885A308D3ull };
 
 static dg_ctx *ctx_new(dg_device dev) {
     dg_clear_error();
@@ -127,62 +82,62 @@ typedef struct {
     const char *name;
     op_kind op;
     const char *shape[4];   /* NULL: no such input; "": 0-dim */
-    vkind kind[4];
+    dgt_vkind kind[4];
     int a[6];               /* op arguments */
     double atol;            /* 0: ATOL */
 } op_case;
 
 static const op_case k_cases[] = {
-    {"add bcast", OP_ADD, {"4,3,5", "3,1"}, {V_N, V_N}, {0}, 0},
-    {"add scalar tensor", OP_ADD, {"2,3", ""}, {V_N, V_N}, {0}, 0},
-    {"sub row", OP_SUB, {"3,4", "4"}, {V_N, V_N}, {0}, 0},
-    {"sub row first", OP_SUB, {"4", "3,4"}, {V_N, V_N}, {0}, 0},
-    {"mul bcast both", OP_MUL, {"4,1,5", "3,5"}, {V_N, V_N}, {0}, 0},
-    {"mul large", OP_MUL, {"300,257", "257"}, {V_N, V_N}, {0}, 1e-4},
-    {"div col", OP_DIV, {"3,4", "3,1"}, {V_N, V_AWAY}, {0}, 0},
-    {"div scalar", OP_DIV, {"6", ""}, {V_N, V_AWAY}, {0}, 0},
-    {"add_scalar", OP_ADD_SCALAR, {"3,4"}, {V_N}, {0}, 0},
-    {"mul_scalar", OP_MUL_SCALAR, {"3,4"}, {V_N}, {0}, 0},
-    {"neg", OP_NEG, {"5"}, {V_N}, {0}, 0},
-    {"relu", OP_RELU, {"4,6"}, {V_KINK}, {0}, 0},
-    {"exp", OP_EXP, {"4,6"}, {V_N}, {0}, 0},
-    {"log", OP_LOG, {"4,6"}, {V_POS}, {0}, 0},
-    {"matmul 2d", OP_MATMUL, {"5,7", "7,3"}, {V_N, V_N}, {0}, 0},
-    {"matmul batched", OP_MATMUL, {"2,5,7", "7,3"}, {V_N, V_N}, {0}, 0},
-    {"matmul bcast batch", OP_MATMUL, {"2,1,4,6", "3,6,2"}, {V_N, V_N}, {0}, 0},
-    {"matmul vec left", OP_MATMUL, {"7", "7,3"}, {V_N, V_N}, {0}, 0},
-    {"matmul vec right", OP_MATMUL, {"5,7", "7"}, {V_N, V_N}, {0}, 0},
-    {"matmul large", OP_MATMUL, {"96,300", "300,70"}, {V_N, V_N}, {0}, 1e-4},
-    {"matmul transposed", OP_T_MATMUL, {"7,5", "3,7"}, {V_N, V_N}, {0}, 0},
-    {"linear", OP_LINEAR, {"6,8", "4,8", "4"}, {V_N, V_N, V_N}, {0}, 0},
-    {"linear 3d", OP_LINEAR, {"2,3,8", "4,8", "4"}, {V_N, V_N, V_N}, {0}, 0},
-    {"linear no bias", OP_LINEAR, {"6,8", "4,8"}, {V_N, V_N}, {0}, 0},
-    {"linear mnist", OP_LINEAR, {"64,784", "50,784", "50"}, {V_POS, V_N, V_N}, {0}, 1e-4},
-    {"sum", OP_SUM, {"3,4,5"}, {V_N}, {0}, 0},
-    {"sum long", OP_SUM, {"5000"}, {V_N}, {0}, 1e-4},
-    {"mean", OP_MEAN, {"3,4,5"}, {V_N}, {0}, 0},
-    {"sum_dims rows", OP_SUM_DIMS, {"3,1000"}, {V_N}, {1, 1, 0, 0, 0}, 1e-4},
-    {"sum_dims short rows", OP_SUM_DIMS, {"50,7"}, {V_N}, {1, 1, 0, 0, 0}, 0},
-    {"sum_dims cols", OP_SUM_DIMS, {"1000,3"}, {V_N}, {1, 0, 0, 0, 0}, 1e-4},
-    {"sum_dims 0,2 keepdim", OP_SUM_DIMS, {"3,4,5"}, {V_N}, {2, 0, 2, 0, 1}, 0},
-    {"mean_dims last", OP_MEAN_DIMS, {"4,6"}, {V_N}, {1, -1, 0, 0, 0}, 0},
-    {"softmax rows", OP_SOFTMAX, {"5,40"}, {V_N}, {-1}, 0},
-    {"softmax inner", OP_SOFTMAX, {"2,6,3"}, {V_N}, {1}, 0},
-    {"log_softmax long rows", OP_LOG_SOFTMAX, {"7,1000"}, {V_N}, {-1}, 0},
-    {"log_softmax dim 0", OP_LOG_SOFTMAX, {"5,4"}, {V_N}, {0}, 0},
-    {"cross_entropy", OP_CE, {"8,10"}, {V_N}, {0}, 0},
-    {"cross_entropy 1000 classes", OP_CE, {"4,1000"}, {V_N}, {0}, 0},
-    {"cross_entropy ignore", OP_CE_IGNORE, {"9,5"}, {V_N}, {0}, 0},
-    {"argmax dim 1", OP_ARGMAX, {"6,10"}, {V_N}, {1}, 0},
-    {"argmax dim 0", OP_ARGMAX, {"6,10"}, {V_N}, {0}, 0},
-    {"reshape", OP_RESHAPE, {"3,4"}, {V_N}, {0}, 0},
-    {"flatten", OP_FLATTEN, {"2,3,4"}, {V_N}, {1, 2}, 0},
-    {"transpose", OP_TRANSPOSE, {"3,5"}, {V_N}, {0, 1}, 0},
-    {"permute", OP_PERMUTE, {"2,3,4"}, {V_N}, {2, 0, 1}, 0},
-    {"slice", OP_SLICE, {"5,6"}, {V_N}, {1, 1, 3}, 0},
-    {"contiguous of transpose", OP_CONTIG_T, {"4,6"}, {V_N}, {0, 1}, 0},
-    {"exp of slice", OP_SLICE_EXP, {"5,6"}, {V_N}, {0, 2, 2}, 0},
-    {"mlp", OP_MLP, {"16,20", "12,20", "12", "5,12"}, {V_N, V_N, V_N, V_N}, {0}, 0},
+    {"add bcast", OP_ADD, {"4,3,5", "3,1"}, {DGT_N, DGT_N}, {0}, 0},
+    {"add scalar tensor", OP_ADD, {"2,3", ""}, {DGT_N, DGT_N}, {0}, 0},
+    {"sub row", OP_SUB, {"3,4", "4"}, {DGT_N, DGT_N}, {0}, 0},
+    {"sub row first", OP_SUB, {"4", "3,4"}, {DGT_N, DGT_N}, {0}, 0},
+    {"mul bcast both", OP_MUL, {"4,1,5", "3,5"}, {DGT_N, DGT_N}, {0}, 0},
+    {"mul large", OP_MUL, {"300,257", "257"}, {DGT_N, DGT_N}, {0}, 1e-4},
+    {"div col", OP_DIV, {"3,4", "3,1"}, {DGT_N, DGT_AWAY}, {0}, 0},
+    {"div scalar", OP_DIV, {"6", ""}, {DGT_N, DGT_AWAY}, {0}, 0},
+    {"add_scalar", OP_ADD_SCALAR, {"3,4"}, {DGT_N}, {0}, 0},
+    {"mul_scalar", OP_MUL_SCALAR, {"3,4"}, {DGT_N}, {0}, 0},
+    {"neg", OP_NEG, {"5"}, {DGT_N}, {0}, 0},
+    {"relu", OP_RELU, {"4,6"}, {DGT_KINK}, {0}, 0},
+    {"exp", OP_EXP, {"4,6"}, {DGT_N}, {0}, 0},
+    {"log", OP_LOG, {"4,6"}, {DGT_POS}, {0}, 0},
+    {"matmul 2d", OP_MATMUL, {"5,7", "7,3"}, {DGT_N, DGT_N}, {0}, 0},
+    {"matmul batched", OP_MATMUL, {"2,5,7", "7,3"}, {DGT_N, DGT_N}, {0}, 0},
+    {"matmul bcast batch", OP_MATMUL, {"2,1,4,6", "3,6,2"}, {DGT_N, DGT_N}, {0}, 0},
+    {"matmul vec left", OP_MATMUL, {"7", "7,3"}, {DGT_N, DGT_N}, {0}, 0},
+    {"matmul vec right", OP_MATMUL, {"5,7", "7"}, {DGT_N, DGT_N}, {0}, 0},
+    {"matmul large", OP_MATMUL, {"96,300", "300,70"}, {DGT_N, DGT_N}, {0}, 1e-4},
+    {"matmul transposed", OP_T_MATMUL, {"7,5", "3,7"}, {DGT_N, DGT_N}, {0}, 0},
+    {"linear", OP_LINEAR, {"6,8", "4,8", "4"}, {DGT_N, DGT_N, DGT_N}, {0}, 0},
+    {"linear 3d", OP_LINEAR, {"2,3,8", "4,8", "4"}, {DGT_N, DGT_N, DGT_N}, {0}, 0},
+    {"linear no bias", OP_LINEAR, {"6,8", "4,8"}, {DGT_N, DGT_N}, {0}, 0},
+    {"linear mnist", OP_LINEAR, {"64,784", "50,784", "50"}, {DGT_POS, DGT_N, DGT_N}, {0}, 1e-4},
+    {"sum", OP_SUM, {"3,4,5"}, {DGT_N}, {0}, 0},
+    {"sum long", OP_SUM, {"5000"}, {DGT_N}, {0}, 1e-4},
+    {"mean", OP_MEAN, {"3,4,5"}, {DGT_N}, {0}, 0},
+    {"sum_dims rows", OP_SUM_DIMS, {"3,1000"}, {DGT_N}, {1, 1, 0, 0, 0}, 1e-4},
+    {"sum_dims short rows", OP_SUM_DIMS, {"50,7"}, {DGT_N}, {1, 1, 0, 0, 0}, 0},
+    {"sum_dims cols", OP_SUM_DIMS, {"1000,3"}, {DGT_N}, {1, 0, 0, 0, 0}, 1e-4},
+    {"sum_dims 0,2 keepdim", OP_SUM_DIMS, {"3,4,5"}, {DGT_N}, {2, 0, 2, 0, 1}, 0},
+    {"mean_dims last", OP_MEAN_DIMS, {"4,6"}, {DGT_N}, {1, -1, 0, 0, 0}, 0},
+    {"softmax rows", OP_SOFTMAX, {"5,40"}, {DGT_N}, {-1}, 0},
+    {"softmax inner", OP_SOFTMAX, {"2,6,3"}, {DGT_N}, {1}, 0},
+    {"log_softmax long rows", OP_LOG_SOFTMAX, {"7,1000"}, {DGT_N}, {-1}, 0},
+    {"log_softmax dim 0", OP_LOG_SOFTMAX, {"5,4"}, {DGT_N}, {0}, 0},
+    {"cross_entropy", OP_CE, {"8,10"}, {DGT_N}, {0}, 0},
+    {"cross_entropy 1000 classes", OP_CE, {"4,1000"}, {DGT_N}, {0}, 0},
+    {"cross_entropy ignore", OP_CE_IGNORE, {"9,5"}, {DGT_N}, {0}, 0},
+    {"argmax dim 1", OP_ARGMAX, {"6,10"}, {DGT_N}, {1}, 0},
+    {"argmax dim 0", OP_ARGMAX, {"6,10"}, {DGT_N}, {0}, 0},
+    {"reshape", OP_RESHAPE, {"3,4"}, {DGT_N}, {0}, 0},
+    {"flatten", OP_FLATTEN, {"2,3,4"}, {DGT_N}, {1, 2}, 0},
+    {"transpose", OP_TRANSPOSE, {"3,5"}, {DGT_N}, {0, 1}, 0},
+    {"permute", OP_PERMUTE, {"2,3,4"}, {DGT_N}, {2, 0, 1}, 0},
+    {"slice", OP_SLICE, {"5,6"}, {DGT_N}, {1, 1, 3}, 0},
+    {"contiguous of transpose", OP_CONTIG_T, {"4,6"}, {DGT_N}, {0, 1}, 0},
+    {"exp of slice", OP_SLICE_EXP, {"5,6"}, {DGT_N}, {0, 2, 2}, 0},
+    {"mlp", OP_MLP, {"16,20", "12,20", "12", "5,12"}, {DGT_N, DGT_N, DGT_N, DGT_N}, {0}, 0},
 };
 
 /* Targets for n rows of c classes; every third row ignored if asked. */
@@ -266,7 +221,7 @@ static void run_case(const op_case *c, dg_device dev, float *const *vals, const 
     dg_tensor *p[4] = {NULL};
     for (int i = 0; i < 4 && c->shape[i]; i++) {
         int64_t shape[DG_MAX_DIMS];
-        int nd = parse_shape(c->shape[i], shape);
+        int nd = dgt_parse_shape(c->shape[i], shape);
         p[i] = dg_param_new(ctx, NULL, nd, shape);
         DG_ASSERT(p[i] != NULL);
         dg_tensor_copy_from_host(p[i], vals[i]);
@@ -310,14 +265,14 @@ static void test_ops(void) {
         float *vals[4] = {NULL};
         for (int i = 0; i < 4 && c->shape[i]; i++) {
             int64_t shape[DG_MAX_DIMS];
-            int64_t n = numel_of(parse_shape(c->shape[i], shape), shape);
+            int64_t n = dgt_numel(dgt_parse_shape(c->shape[i], shape), shape);
             vals[i] = malloc((size_t)(n ? n : 1) * sizeof(float));
             DG_ASSERT(vals[i] != NULL);
-            fill_values(vals[i], n, c->kind[i]);
+            dgt_fill(&g_rng, vals[i], n, c->kind[i]);
         }
         float *w = malloc(1 << 20);   /* loss weights, enough for every case */
         DG_ASSERT(w != NULL);
-        fill_values(w, (1 << 20) / 4, V_N);
+        dgt_fill(&g_rng, w, (1 << 20) / 4, DGT_N);
         case_result ref, got;
         run_case(c, g_ref, vals, w, &ref);
         run_case(c, g_dev, vals, w, &got);
@@ -352,7 +307,7 @@ static void bad_label_error(dg_device dev, int32_t bad, char *msg, size_t n) {
     dg_ctx *ctx = ctx_new(dev);
     int64_t shape[2] = {6, 4}, rows = 6;
     float x[24];
-    fill_values(x, 24, V_N);
+    dgt_fill(&g_rng, x, 24, DGT_N);
     int32_t t[6] = {0, 1, 2, 3, bad, bad};
     dg_tensor *l = dg_cross_entropy(dg_tensor_from(ctx, DG_F32, 2, shape, x),
                                     dg_tensor_from(ctx, DG_I32, 1, &rows, t));
@@ -430,8 +385,8 @@ static void test_optimizers(void) {
     static const char *names[] = {"sgd", "sgd momentum", "sgd nesterov", "adam",
                                   "adam amsgrad l2", "adamw"};
     float init[72], w[72], ref[5 * 72], got[5 * 72];
-    fill_values(init, 72, V_N);
-    fill_values(w, 72, V_N);
+    dgt_fill(&g_rng, init, 72, DGT_N);
+    dgt_fill(&g_rng, w, 72, DGT_N);
     for (int k = O_SGD; k <= O_ADAMW; k++) {
         run_opt((opt_kind)k, g_ref, init, w, ref);
         run_opt((opt_kind)k, g_dev, init, w, got);
@@ -505,7 +460,7 @@ static float mlp_step(mlp *m, const float *x, const int32_t *y, int64_t b) {
 static void synthetic_batch(float *x, int32_t *y, int64_t b, const float *teacher) {
     for (int64_t i = 0; i < b; i++) {
         float *xi = x + i * 784;
-        for (int j = 0; j < 784; j++) xi[j] = rng_uniform() < 0.8 ? 0.0f : (float)rng_uniform();
+        for (int j = 0; j < 784; j++) xi[j] = dgt_uniform(&g_rng) < 0.8 ? 0.0f : (float)dgt_uniform(&g_rng);
         int best = 0;
         double bv = -INFINITY;
         for (int k = 0; k < 10; k++) {
@@ -532,7 +487,7 @@ static void test_mlp_training(void) {
     float *x = malloc(B * 784 * sizeof *x);
     int32_t y[B];
     DG_ASSERT(teacher && x);
-    fill_values(teacher, 10 * 784, V_N);
+    dgt_fill(&g_rng, teacher, 10 * 784, DGT_N);
 
     mlp ref = mlp_new(g_ref, 1e-4f), dev = mlp_new(g_dev, 1e-4f);
     mlp_copy_params(&dev, &ref, g_perturb);
@@ -602,7 +557,7 @@ static int bench(dg_device dev, bool graph) {
     float *teacher = malloc(10 * 784 * sizeof *teacher), *x = malloc(B * 784 * sizeof *x);
     int32_t y[B];
     DG_ASSERT(teacher && x);
-    fill_values(teacher, 10 * 784, V_N);
+    dgt_fill(&g_rng, teacher, 10 * 784, DGT_N);
     synthetic_batch(x, y, B, teacher);
     dg_tensor *xt = dg_tensor_persistent(m.ctx, DG_F32, 2, xs);
     dg_tensor *yt = dg_tensor_persistent(m.ctx, DG_I32, 1, &ys);

@@ -64,18 +64,6 @@ static net net_new(dg_device dev, opt_kind k) {
     return n;
 }
 
-static void make_batch(int step, float *x, int32_t *y) {
-    uint32_t k = (uint32_t)step * 2654435761u + 99u;
-    for (int i = 0; i < B * IN; i++) {
-        k = k * 1103515245u + 12345u;
-        x[i] = (k >> 9) % 5 == 0 ? (float)((k >> 8) & 0xff) / 255.0f : 0.0f;
-    }
-    for (int i = 0; i < B; i++) {
-        k = k * 1103515245u + 12345u;
-        y[i] = (int32_t)((k >> 16) % OUT);
-    }
-}
-
 /* forward, backward and the optimizer on (x, y); returns the loss tensor */
 static dg_tensor *step_on(net *n, dg_tensor *x, dg_tensor *y) {
     dg_tensor *loss = dg_cross_entropy(dg_module_forward(n->model, x), y);
@@ -90,7 +78,7 @@ static float eager_step(net *n, int s) {
     static float x[B * IN];
     int32_t y[B];
     int64_t xs[2] = { B, IN }, ys = B;
-    make_batch(s, x, y);
+    dgt_sparse_batch(99u, s, B, IN, OUT, x, y);
     dg_tensor *tx = dg_tensor_from(n->ctx, DG_F32, 2, xs, x);
     dg_tensor *ty = dg_tensor_from(n->ctx, DG_I32, 1, &ys, y);
     dg_tensor *loss = step_on(n, tx, ty);
@@ -107,7 +95,8 @@ static float eval_pass(net *n) {
     float *x = malloc((size_t)E * IN * sizeof *x);
     int32_t y[E];
     DG_ASSERT(x != NULL);
-    for (int i = 0; i < E / B; i++) make_batch(1000 + i, x + (size_t)i * B * IN, y + i * B);
+    for (int i = 0; i < E / B; i++)
+        dgt_sparse_batch(99u, 1000 + i, B, IN, OUT, x + (size_t)i * B * IN, y + i * B);
     int64_t xs[2] = { E, IN }, ys = E;
     bool prev = dg_set_grad_enabled(n->ctx, false);
     dg_tensor *loss = dg_cross_entropy(dg_module_forward(n->model, dg_tensor_from(n->ctx, DG_F32, 2, xs, x)),
@@ -176,7 +165,7 @@ static void test_graph_training(opt_kind k) {
     CHECK_EQ_INT(dg_optim_step_count(gr.opt), steps0);   /* the capture took no step */
 
     for (int s = WARMUP; s < STEPS; s++) {
-        make_batch(s, x, y);
+        dgt_sparse_batch(99u, s, B, IN, OUT, x, y);
         dg_tensor_copy_from_host(X, x);
         dg_tensor_copy_from_host(Y, y);
         CHECK(dg_graph_replay(g) == DG_OK);

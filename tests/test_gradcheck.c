@@ -24,58 +24,7 @@
 
 /* ---- deterministic test RNG (independent of the engine's) ---------------- */
 
-static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-
-static double rng_uniform(void) {
-    g_rng ^= g_rng >> 12;
-    g_rng ^= g_rng << 25;
-    g_rng ^= g_rng >> 27;
-    return (double)((g_rng * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-53;
-}
-
-static double rng_normal(void) {
-    double u1 = rng_uniform(), u2 = rng_uniform();
-    if (u1 < 1e-300) u1 = 1e-300;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
-typedef enum {
-    V_N,      /* normal(0, 1) */
-    V_AWAY,   /* |x| in [0.5, 1.5), random sign: denominators */
-    V_KINK,   /* |x| in [0.1, 1.1), random sign: relu inputs */
-    V_POS,    /* [0.2, 2): log inputs */
-} vkind;
-
-static void fill_values(float *v, int64_t n, vkind k) {
-    for (int64_t i = 0; i < n; i++) {
-        double s = rng_uniform() < 0.5 ? -1.0 : 1.0;
-        switch (k) {
-        case V_N: v[i] = (float)rng_normal(); break;
-        case V_AWAY: v[i] = (float)(s * (0.5 + rng_uniform())); break;
-        case V_KINK: v[i] = (float)(s * (0.1 + rng_uniform())); break;
-        case V_POS: v[i] = (float)(0.2 + 1.8 * rng_uniform()); break;
-        }
-    }
-}
-
-/* "2,3,4" -> shape; "" -> 0-dim. Returns ndim. */
-static int parse_shape(const char *s, int64_t *shape) {
-    int n = 0;
-    while (s && *s) {
-        char *end;
-        long long v = strtoll(s, &end, 10);
-        DG_ASSERT(end != s && n < DG_MAX_DIMS);
-        shape[n++] = v;
-        s = *end == ',' ? end + 1 : end;
-    }
-    return n;
-}
-
-static int64_t shape_numel(int ndim, const int64_t *shape) {
-    int64_t n = 1;
-    for (int d = 0; d < ndim; d++) n *= shape[d];
-    return n;
-}
+static dgt_rng g_rng = { 0x9E3779B97F4A7C15ull };
 
 /* ---- the cases --------------------------------------------------------------- */
 
@@ -96,7 +45,7 @@ typedef struct {
     char name[48];
     gc_op op;
     const char *shape[4];   /* NULL: no such input; "": 0-dim */
-    vkind kind[4];
+    dgt_vkind kind[4];
     int a[6];               /* op arguments, see gc_forward */
     const char *s;          /* reshape target, "4,-1" */
     double eps;             /* 0: 1e-2 */
@@ -111,7 +60,7 @@ static const int32_t k_targets[3][5] = {
 static dg_tensor *gc_forward(const gc_case *c, dg_ctx *ctx, dg_tensor **p) {
     const int *a = c->a;
     int64_t shp[DG_MAX_DIMS];
-    int nshp = parse_shape(c->s, shp);
+    int nshp = dgt_parse_shape(c->s, shp);
     int dims[3] = {a[1], a[2], a[3]};
     switch (c->op) {
     case OP_ADD: return dg_add(p[0], p[1]);
@@ -208,19 +157,19 @@ static int build_cases(gc_case *cs, int max) {
     for (int o = 0; o < 4; o++) {
         for (size_t k = 0; k < sizeof bc / sizeof bc[0]; k++) {
             gc_case c = {.op = (gc_op)(OP_ADD + o), .shape = {bc[k][0], bc[k][1]},
-                         .kind = {V_N, o == 3 ? V_AWAY : V_N}};
+                         .kind = {DGT_N, o == 3 ? DGT_AWAY : DGT_N}};
             snprintf(c.name, sizeof c.name, "%s [%s] [%s]", opname[o], bc[k][0], bc[k][1]);
             DG_ASSERT(n < max);
             cs[n++] = c;
         }
     }
-    ADD_CASE(.name = "add_scalar", .op = OP_ADD_SCALAR, .shape = {"3,4"}, .kind = {V_N});
-    ADD_CASE(.name = "mul_scalar", .op = OP_MUL_SCALAR, .shape = {"3,4"}, .kind = {V_N});
-    ADD_CASE(.name = "neg", .op = OP_NEG, .shape = {"2,3"}, .kind = {V_N});
-    ADD_CASE(.name = "relu", .op = OP_RELU, .shape = {"4,5"}, .kind = {V_KINK});
-    ADD_CASE(.name = "exp", .op = OP_EXP, .shape = {"3,4"}, .kind = {V_N});
-    ADD_CASE(.name = "log", .op = OP_LOG, .shape = {"3,4"}, .kind = {V_POS});
-    ADD_CASE(.name = "relu 0-dim", .op = OP_RELU, .shape = {""}, .kind = {V_KINK});
+    ADD_CASE(.name = "add_scalar", .op = OP_ADD_SCALAR, .shape = {"3,4"}, .kind = {DGT_N});
+    ADD_CASE(.name = "mul_scalar", .op = OP_MUL_SCALAR, .shape = {"3,4"}, .kind = {DGT_N});
+    ADD_CASE(.name = "neg", .op = OP_NEG, .shape = {"2,3"}, .kind = {DGT_N});
+    ADD_CASE(.name = "relu", .op = OP_RELU, .shape = {"4,5"}, .kind = {DGT_KINK});
+    ADD_CASE(.name = "exp", .op = OP_EXP, .shape = {"3,4"}, .kind = {DGT_N});
+    ADD_CASE(.name = "log", .op = OP_LOG, .shape = {"3,4"}, .kind = {DGT_POS});
+    ADD_CASE(.name = "relu 0-dim", .op = OP_RELU, .shape = {""}, .kind = {DGT_KINK});
 
     static const char *mm[][2] = {
         {"3,4", "4,5"}, {"4", "4,5"}, {"3,4", "4"}, {"4", "4"},
@@ -229,49 +178,49 @@ static int build_cases(gc_case *cs, int max) {
         {"2,1,3,4", "1,2,4,3"},
     };
     for (size_t k = 0; k < sizeof mm / sizeof mm[0]; k++) {
-        gc_case c = {.op = OP_MATMUL, .shape = {mm[k][0], mm[k][1]}, .kind = {V_N, V_N}};
+        gc_case c = {.op = OP_MATMUL, .shape = {mm[k][0], mm[k][1]}, .kind = {DGT_N, DGT_N}};
         snprintf(c.name, sizeof c.name, "matmul [%s] [%s]", mm[k][0], mm[k][1]);
         cs[n++] = c;
     }
     ADD_CASE(.name = "linear bias", .op = OP_LINEAR, .shape = {"4,5", "3,5", "3"},
-             .kind = {V_N, V_N, V_N});
+             .kind = {DGT_N, DGT_N, DGT_N});
     ADD_CASE(.name = "linear no bias", .op = OP_LINEAR, .shape = {"4,5", "3,5"},
-             .kind = {V_N, V_N});
+             .kind = {DGT_N, DGT_N});
     ADD_CASE(.name = "linear 3-D x", .op = OP_LINEAR, .shape = {"2,3,5", "4,5", "4"},
-             .kind = {V_N, V_N, V_N});
+             .kind = {DGT_N, DGT_N, DGT_N});
     ADD_CASE(.name = "linear 1-D x", .op = OP_LINEAR, .shape = {"5", "4,5", "4"},
-             .kind = {V_N, V_N, V_N});
+             .kind = {DGT_N, DGT_N, DGT_N});
 
-    ADD_CASE(.name = "sum", .op = OP_SUM, .shape = {"2,3,4"}, .kind = {V_N});
-    ADD_CASE(.name = "mean", .op = OP_MEAN, .shape = {"2,3,4"}, .kind = {V_N});
-    ADD_CASE(.name = "sum 0-dim", .op = OP_SUM, .shape = {""}, .kind = {V_N});
+    ADD_CASE(.name = "sum", .op = OP_SUM, .shape = {"2,3,4"}, .kind = {DGT_N});
+    ADD_CASE(.name = "mean", .op = OP_MEAN, .shape = {"2,3,4"}, .kind = {DGT_N});
+    ADD_CASE(.name = "sum 0-dim", .op = OP_SUM, .shape = {""}, .kind = {DGT_N});
     /* a = {ndims, d0, d1, d2, keepdim} */
-    ADD_CASE(.name = "sum_dims 1", .op = OP_SUM_DIMS, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "sum_dims 1", .op = OP_SUM_DIMS, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {1, 1, 0, 0, 0});
-    ADD_CASE(.name = "sum_dims 1 keep", .op = OP_SUM_DIMS, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "sum_dims 1 keep", .op = OP_SUM_DIMS, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {1, 1, 0, 0, 1});
-    ADD_CASE(.name = "sum_dims -1", .op = OP_SUM_DIMS, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "sum_dims -1", .op = OP_SUM_DIMS, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {1, -1, 0, 0, 0});
-    ADD_CASE(.name = "sum_dims 0,2 keep", .op = OP_SUM_DIMS, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "sum_dims 0,2 keep", .op = OP_SUM_DIMS, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {2, 0, 2, 0, 1});
-    ADD_CASE(.name = "sum_dims 2,0", .op = OP_SUM_DIMS, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "sum_dims 2,0", .op = OP_SUM_DIMS, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {2, 2, 0, 0, 0});
-    ADD_CASE(.name = "sum_dims all", .op = OP_SUM_DIMS, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "sum_dims all", .op = OP_SUM_DIMS, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {3, 0, 1, 2, 0});
-    ADD_CASE(.name = "mean_dims 0", .op = OP_MEAN_DIMS, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "mean_dims 0", .op = OP_MEAN_DIMS, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {1, 0, 0, 0, 0});
-    ADD_CASE(.name = "mean_dims -2 keep", .op = OP_MEAN_DIMS, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "mean_dims -2 keep", .op = OP_MEAN_DIMS, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {1, -2, 0, 0, 1});
-    ADD_CASE(.name = "mean_dims 0,-1", .op = OP_MEAN_DIMS, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "mean_dims 0,-1", .op = OP_MEAN_DIMS, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {2, 0, -1, 0, 0});
-    ADD_CASE(.name = "mean_dims 1 on 2-D", .op = OP_MEAN_DIMS, .shape = {"4,3"}, .kind = {V_N},
+    ADD_CASE(.name = "mean_dims 1 on 2-D", .op = OP_MEAN_DIMS, .shape = {"4,3"}, .kind = {DGT_N},
              .a = {1, 1, 0, 0, 0});
 
     static const int sdims[] = {0, 1, -1};
     for (int lg = 0; lg < 2; lg++) {
         for (int k = 0; k < 3; k++) {
             gc_case c = {.op = lg ? OP_LOG_SOFTMAX : OP_SOFTMAX, .shape = {"3,4"},
-                         .kind = {V_N}, .a = {sdims[k]}};
+                         .kind = {DGT_N}, .a = {sdims[k]}};
             snprintf(c.name, sizeof c.name, "%s dim %d [3,4]", lg ? "log_softmax" : "softmax",
                      sdims[k]);
             cs[n++] = c;
@@ -281,86 +230,86 @@ static int build_cases(gc_case *cs, int max) {
             cs[n++] = c;
         }
     }
-    ADD_CASE(.name = "cross_entropy", .op = OP_CE, .shape = {"5,4"}, .kind = {V_N}, .a = {0});
-    ADD_CASE(.name = "cross_entropy ignore -100", .op = OP_CE, .shape = {"5,4"}, .kind = {V_N},
+    ADD_CASE(.name = "cross_entropy", .op = OP_CE, .shape = {"5,4"}, .kind = {DGT_N}, .a = {0});
+    ADD_CASE(.name = "cross_entropy ignore -100", .op = OP_CE, .shape = {"5,4"}, .kind = {DGT_N},
              .a = {1});
     ADD_CASE(.name = "cross_entropy_ex ignore 1", .op = OP_CE_EX, .shape = {"5,4"},
-             .kind = {V_N}, .a = {2, 1});
+             .kind = {DGT_N}, .a = {2, 1});
 
-    ADD_CASE(.name = "reshape view", .op = OP_RESHAPE, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "reshape view", .op = OP_RESHAPE, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {0}, .s = "4,-1");
-    ADD_CASE(.name = "reshape to 0-dim", .op = OP_RESHAPE, .shape = {"1,1"}, .kind = {V_N},
+    ADD_CASE(.name = "reshape to 0-dim", .op = OP_RESHAPE, .shape = {"1,1"}, .kind = {DGT_N},
              .a = {0}, .s = "");
-    ADD_CASE(.name = "flatten 1..2", .op = OP_FLATTEN, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "flatten 1..2", .op = OP_FLATTEN, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {1, 2});
-    ADD_CASE(.name = "flatten all", .op = OP_FLATTEN, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "flatten all", .op = OP_FLATTEN, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {0, -1});
-    ADD_CASE(.name = "transpose 0,2", .op = OP_TRANSPOSE, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "transpose 0,2", .op = OP_TRANSPOSE, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {0, 2});
-    ADD_CASE(.name = "transpose -1,-2", .op = OP_TRANSPOSE, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "transpose -1,-2", .op = OP_TRANSPOSE, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {-1, -2});
-    ADD_CASE(.name = "permute 2,0,1", .op = OP_PERMUTE, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "permute 2,0,1", .op = OP_PERMUTE, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {2, 0, 1});
-    ADD_CASE(.name = "slice dim 1", .op = OP_SLICE, .shape = {"3,5"}, .kind = {V_N},
+    ADD_CASE(.name = "slice dim 1", .op = OP_SLICE, .shape = {"3,5"}, .kind = {DGT_N},
              .a = {1, 1, 3});
-    ADD_CASE(.name = "slice dim 0", .op = OP_SLICE, .shape = {"4,3"}, .kind = {V_N},
+    ADD_CASE(.name = "slice dim 0", .op = OP_SLICE, .shape = {"4,3"}, .kind = {DGT_N},
              .a = {0, 2, 2});
-    ADD_CASE(.name = "slice dim -1", .op = OP_SLICE, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "slice dim -1", .op = OP_SLICE, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {-1, 0, 2});
     ADD_CASE(.name = "contiguous(transpose)", .op = OP_CONTIGUOUS_T, .shape = {"3,4"},
-             .kind = {V_N}, .a = {0, 1});
+             .kind = {DGT_N}, .a = {0, 1});
 
     ADD_CASE(.name = "transpose + row", .op = OP_T_ADD, .shape = {"4,3", "4"},
-             .kind = {V_N, V_N}, .a = {0, 1});
+             .kind = {DGT_N, DGT_N}, .a = {0, 1});
     ADD_CASE(.name = "transpose + same", .op = OP_T_ADD, .shape = {"2,3,4", "4,3,2"},
-             .kind = {V_N, V_N}, .a = {0, 2});
+             .kind = {DGT_N, DGT_N}, .a = {0, 2});
     ADD_CASE(.name = "x * transpose(col)", .op = OP_T_MUL, .shape = {"3,4", "1,3"},
-             .kind = {V_N, V_N}, .a = {0, 1});
+             .kind = {DGT_N, DGT_N}, .a = {0, 1});
     ADD_CASE(.name = "matmul(t, t)", .op = OP_T_MATMUL, .shape = {"4,3", "5,4"},
-             .kind = {V_N, V_N}, .a = {0, 1, 0, 1});
+             .kind = {DGT_N, DGT_N}, .a = {0, 1, 0, 1});
     ADD_CASE(.name = "matmul(t, t) batched", .op = OP_T_MATMUL, .shape = {"2,4,3", "2,5,4"},
-             .kind = {V_N, V_N}, .a = {1, 2, 1, 2});
+             .kind = {DGT_N, DGT_N}, .a = {1, 2, 1, 2});
     ADD_CASE(.name = "log_softmax(transpose)", .op = OP_T_SOFTMAX, .shape = {"4,3"},
-             .kind = {V_N}, .a = {0, 1, 1});
+             .kind = {DGT_N}, .a = {0, 1, 1});
     ADD_CASE(.name = "sum_dims(permute)", .op = OP_P_SUM_DIMS, .shape = {"2,3,4"},
-             .kind = {V_N}, .a = {2, 0, 1, 1});
-    ADD_CASE(.name = "exp(slice)", .op = OP_SLICE_EXP, .shape = {"3,6"}, .kind = {V_N},
+             .kind = {DGT_N}, .a = {2, 0, 1, 1});
+    ADD_CASE(.name = "exp(slice)", .op = OP_SLICE_EXP, .shape = {"3,6"}, .kind = {DGT_N},
              .a = {1, 2, 3});
     ADD_CASE(.name = "reshape(transpose) copy", .op = OP_T_RESHAPE, .shape = {"3,4"},
-             .kind = {V_N}, .a = {0, 1}, .s = "2,6");
+             .kind = {DGT_N}, .a = {0, 1}, .s = "2,6");
     ADD_CASE(.name = "linear(slice)", .op = OP_SLICE_LINEAR, .shape = {"4,7", "3,5", "3"},
-             .kind = {V_N, V_N, V_N}, .a = {1, 1, 5});
+             .kind = {DGT_N, DGT_N, DGT_N}, .a = {1, 1, 5});
 
-    ADD_CASE(.name = "x * x", .op = OP_X_MUL_X, .shape = {"3,4"}, .kind = {V_N});
-    ADD_CASE(.name = "x + x", .op = OP_X_ADD_X, .shape = {"3,4"}, .kind = {V_N});
-    ADD_CASE(.name = "(x + 3) / x", .op = OP_X_DIV_X, .shape = {"3,4"}, .kind = {V_AWAY});
-    ADD_CASE(.name = "matmul(x, x)", .op = OP_MATMUL_SELF, .shape = {"3,3"}, .kind = {V_N});
+    ADD_CASE(.name = "x * x", .op = OP_X_MUL_X, .shape = {"3,4"}, .kind = {DGT_N});
+    ADD_CASE(.name = "x + x", .op = OP_X_ADD_X, .shape = {"3,4"}, .kind = {DGT_N});
+    ADD_CASE(.name = "(x + 3) / x", .op = OP_X_DIV_X, .shape = {"3,4"}, .kind = {DGT_AWAY});
+    ADD_CASE(.name = "matmul(x, x)", .op = OP_MATMUL_SELF, .shape = {"3,3"}, .kind = {DGT_N});
     ADD_CASE(.name = "shared linear weight", .op = OP_LINEAR_SHARED,
-             .shape = {"2,4", "4,4", "4"}, .kind = {V_N, V_N, V_N});
+             .shape = {"2,4", "4,4", "4"}, .kind = {DGT_N, DGT_N, DGT_N});
     ADD_CASE(.name = "intermediate used twice", .op = OP_TWO_USES, .shape = {"3,4", "3,4"},
-             .kind = {V_N, V_N});
+             .kind = {DGT_N, DGT_N});
     ADD_CASE(.name = "reshape(slice) copy", .op = OP_SLICE_RESHAPE, .shape = {"3,6"},
-             .kind = {V_N}, .a = {1, 1, 4}, .s = "-1");
+             .kind = {DGT_N}, .a = {1, 1, 4}, .s = "-1");
     ADD_CASE(.name = "linear(x, transpose(W))", .op = OP_LINEAR_TW,
-             .shape = {"4,5", "5,3", "3"}, .kind = {V_N, V_N, V_N});
+             .shape = {"4,5", "5,3", "3"}, .kind = {DGT_N, DGT_N, DGT_N});
     ADD_CASE(.name = "sum_dims(slice) keep", .op = OP_SLICE_SUM_DIMS, .shape = {"4,5,3"},
-             .kind = {V_N}, .a = {1, 1, 3, 0, 1});
-    ADD_CASE(.name = "permute -1,0,-2", .op = OP_PERMUTE, .shape = {"2,3,4"}, .kind = {V_N},
+             .kind = {DGT_N}, .a = {1, 1, 3, 0, 1});
+    ADD_CASE(.name = "permute -1,0,-2", .op = OP_PERMUTE, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {-1, 0, -2});
-    ADD_CASE(.name = "flatten -2..-1", .op = OP_FLATTEN, .shape = {"2,3,4"}, .kind = {V_N},
+    ADD_CASE(.name = "flatten -2..-1", .op = OP_FLATTEN, .shape = {"2,3,4"}, .kind = {DGT_N},
              .a = {-2, -1});
     ADD_CASE(.name = "add 6-D broadcast", .op = OP_ADD, .shape = {"2,1,2,1,2,1", "2,1,2,1,2"},
-             .kind = {V_N, V_N});
+             .kind = {DGT_N, DGT_N});
     ADD_CASE(.name = "mul 6-D broadcast", .op = OP_MUL, .shape = {"1,2,1,2,1,3", "2,1,2,1,2,1"},
-             .kind = {V_N, V_N});
+             .kind = {DGT_N, DGT_N});
     ADD_CASE(.name = "matmul 5-D broadcast", .op = OP_MATMUL,
-             .shape = {"2,1,2,2,3", "1,2,1,3,2"}, .kind = {V_N, V_N});
+             .shape = {"2,1,2,2,3", "1,2,1,3,2"}, .kind = {DGT_N, DGT_N});
     ADD_CASE(.name = "matmul 6-D", .op = OP_MATMUL, .shape = {"2,1,2,1,2,3", "1,2,1,2,3,2"},
-             .kind = {V_N, V_N});
+             .kind = {DGT_N, DGT_N});
     ADD_CASE(.name = "softmax 6-D dim 3", .op = OP_SOFTMAX, .shape = {"2,1,2,3,1,2"},
-             .kind = {V_N}, .a = {3});
+             .kind = {DGT_N}, .a = {3});
     ADD_CASE(.name = "mlp cross_entropy", .op = OP_MLP, .shape = {"6,4", "6", "4,6", "4"},
-             .kind = {V_N, V_N, V_N, V_N});
+             .kind = {DGT_N, DGT_N, DGT_N, DGT_N});
 #undef ADD_CASE
     return n;
 }
@@ -411,19 +360,19 @@ static bool run_gradcheck(const gc_case *c, gc_err *tot) {
     int64_t pn[4] = {0};
     for (int k = 0; k < 4 && case_shape(c, k); k++, np++) {
         int64_t shape[DG_MAX_DIMS];
-        int nd = parse_shape(case_shape(c, k), shape);
+        int nd = dgt_parse_shape(case_shape(c, k), shape);
         p[k] = dg_param_new(ctx, NULL, nd, shape);
         CHECK_NOT_NULL(p[k]);
         if (!p[k]) {
             dg_ctx_free(ctx);
             return false;
         }
-        pn[k] = shape_numel(nd, shape);
+        pn[k] = dgt_numel(nd, shape);
     }
     for (int k = 0; k < np; k++) {
         val[k] = malloc(sizeof(float) * (size_t)pn[k]);
         DG_ASSERT(val[k]);
-        fill_values(val[k], pn[k], c->kind[k]);
+        dgt_fill(&g_rng, val[k], pn[k], c->kind[k]);
         dg_tensor_copy_from_host(p[k], val[k]);
     }
 
@@ -439,7 +388,7 @@ static bool run_gradcheck(const gc_case *c, gc_err *tot) {
     double *w = malloc(sizeof(double) * (size_t)nout);
     float *wf = malloc(sizeof(float) * (size_t)nout);
     DG_ASSERT(w && wf);
-    for (int64_t i = 0; i < nout; i++) wf[i] = (float)rng_normal(), w[i] = wf[i];
+    for (int64_t i = 0; i < nout; i++) wf[i] = (float)dgt_normal(&g_rng), w[i] = wf[i];
     dg_tensor *wt = dg_tensor_from(ctx, DG_F32, out->ndim, out->shape, wf);
     dg_tensor *loss = dg_sum(dg_mul(out, wt));
     CHECK_NOT_NULL(loss);
@@ -528,8 +477,8 @@ static void test_accumulate(void) {
     dg_ctx *ctx = dg_ctx_new(DG_CPU);
     int64_t s[2] = {3, 4};
     float v[12], w[12], g[12];
-    fill_values(v, 12, V_N);
-    fill_values(w, 12, V_N);
+    dgt_fill(&g_rng, v, 12, DGT_N);
+    dgt_fill(&g_rng, w, 12, DGT_N);
     dg_tensor *p = param_from(ctx, 2, s, v);
     CHECK_NOT_NULL(p);
     CHECK_NOT_NULL(p->grad);   /* parameter gradients always exist */
@@ -576,8 +525,8 @@ static void test_no_grad(void) {
     int64_t s[2] = {3, 4}, ws[2] = {2, 4}, n3 = 3;
     float v[12], wv[8], out[12];
     int32_t tgt[3] = {0, 1, 3};
-    fill_values(v, 12, V_POS);
-    fill_values(wv, 8, V_N);
+    dgt_fill(&g_rng, v, 12, DGT_POS);
+    dgt_fill(&g_rng, wv, 8, DGT_N);
     dg_tensor *p = param_from(ctx, 2, s, v), *wp = param_from(ctx, 2, ws, wv);
     CHECK(dg_is_grad_enabled(ctx));
     CHECK(dg_set_grad_enabled(ctx, false) == true);
@@ -622,7 +571,7 @@ static void test_detach(void) {
     dg_ctx *ctx = dg_ctx_new(DG_CPU);
     int64_t s[1] = {5};
     float v[5], g[5];
-    fill_values(v, 5, V_N);
+    dgt_fill(&g_rng, v, 5, DGT_N);
     dg_tensor *p = param_from(ctx, 1, s, v);
     dg_tensor *y = dg_mul_scalar(p, 2.0f);
     dg_tensor *d = dg_detach(y);
@@ -650,8 +599,8 @@ static void test_used_twice(void) {
     dg_ctx *ctx = dg_ctx_new(DG_CPU);
     int64_t s[2] = {2, 3};
     float v[6], a[6], g[6];
-    fill_values(v, 6, V_N);
-    fill_values(a, 6, V_N);
+    dgt_fill(&g_rng, v, 6, DGT_N);
+    dgt_fill(&g_rng, a, 6, DGT_N);
     dg_tensor *p = param_from(ctx, 2, s, v);
     /* x * x */
     CHECK(dg_backward(dg_sum(dg_mul(p, p))) == DG_OK);
@@ -677,7 +626,7 @@ static void test_backward_errors(void) {
     dg_ctx *ctx = dg_ctx_new(DG_CPU);
     int64_t s[2] = {3, 4};
     float v[12];
-    fill_values(v, 12, V_N);
+    dgt_fill(&g_rng, v, 12, DGT_N);
     dg_tensor *p = param_from(ctx, 2, s, v);
     dg_clear_error();
     CHECK(dg_backward(dg_mul(p, p)) == DG_ERR);
@@ -705,10 +654,10 @@ static void expect_error(const char *what, const dg_tensor *t, const char *sub1,
 
 static dg_tensor *rand_tensor(dg_ctx *ctx, const char *shape) {
     int64_t s[DG_MAX_DIMS];
-    int nd = parse_shape(shape, s);
+    int nd = dgt_parse_shape(shape, s);
     float v[256];
-    DG_ASSERT(shape_numel(nd, s) <= 256);
-    fill_values(v, shape_numel(nd, s), V_N);
+    DG_ASSERT(dgt_numel(nd, s) <= 256);
+    dgt_fill(&g_rng, v, dgt_numel(nd, s), DGT_N);
     return dg_tensor_from(ctx, DG_F32, nd, s, v);
 }
 
@@ -823,7 +772,7 @@ static void test_grad_ready_hook(void) {
     dg_tensor *p[6];
     for (int k = 0; k < 6; k++) {
         int64_t s[DG_MAX_DIMS];
-        int nd = parse_shape(shapes[k], s);
+        int nd = dgt_parse_shape(shapes[k], s);
         p[k] = dg_param_new(ctx, NULL, nd, s);
         CHECK_NOT_NULL(p[k]);
         if (!p[k]) {
@@ -834,7 +783,7 @@ static void test_grad_ready_hook(void) {
     }
     for (int k = 0; k < 6; k++) {
         float v[32];
-        fill_values(v, dg_numel(p[k]), V_N);
+        dgt_fill(&g_rng, v, dg_numel(p[k]), DGT_N);
         dg_tensor_copy_from_host(p[k], v);
     }
     hook_state hs;
@@ -939,7 +888,7 @@ static void test_memory_steady_state(void) {
     }
     float xv[16 * 8];
     int32_t yv[16];
-    fill_values(xv, 16 * 8, V_N);
+    dgt_fill(&g_rng, xv, 16 * 8, DGT_N);
     for (int i = 0; i < 16; i++) yv[i] = (xv[i * 8] > 0) + 2 * (xv[i * 8 + 1] > 0);
     int64_t xs[2] = {16, 8}, ys = 16;
     uint64_t mallocs_ref = 0;
@@ -999,9 +948,9 @@ static void test_two_graphs(void) {
     dg_ctx *ctx = dg_ctx_new(DG_CPU);
     int64_t s[1] = {4};
     float v[4], a[4], b[4], g[4];
-    fill_values(v, 4, V_N);
-    fill_values(a, 4, V_N);
-    fill_values(b, 4, V_N);
+    dgt_fill(&g_rng, v, 4, DGT_N);
+    dgt_fill(&g_rng, a, 4, DGT_N);
+    dgt_fill(&g_rng, b, 4, DGT_N);
     dg_tensor *p = param_from(ctx, 1, s, v);
     dg_tensor *l1 = dg_sum(dg_mul(p, dg_tensor_from(ctx, DG_F32, 1, s, a)));
     dg_tensor *l2 = dg_sum(dg_mul(p, dg_tensor_from(ctx, DG_F32, 1, s, b)));
@@ -1051,8 +1000,8 @@ static void test_intermediate_grad(void) {
     dg_ctx *ctx = dg_ctx_new(DG_CPU);
     int64_t s[2] = {2, 3};
     float v[6], w[6], g[6];
-    fill_values(v, 6, V_N);
-    fill_values(w, 6, V_N);
+    dgt_fill(&g_rng, v, 6, DGT_N);
+    dgt_fill(&g_rng, w, 6, DGT_N);
     dg_tensor *p = param_from(ctx, 2, s, v), *q = param_from(ctx, 2, s, v);
     dg_tensor *h = dg_mul_scalar(p, 2.0f);
     dg_tensor *loss = dg_sum(dg_mul(h, dg_tensor_from(ctx, DG_F32, 2, s, w)));

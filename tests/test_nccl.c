@@ -173,24 +173,12 @@ static net net_new(dg_comm *comm, bool overlap) {
     return n;
 }
 
-static void make_batch(int step, float *x, int32_t *y) {
-    uint32_t k = (uint32_t)step * 2654435761u + 12345u;
-    for (int i = 0; i < B * IN; i++) {
-        k = k * 1103515245u + 12345u;
-        x[i] = (k >> 9) % 5 == 0 ? (float)((k >> 8) & 0xff) / 255.0f : 0.0f;
-    }
-    for (int i = 0; i < B; i++) {
-        k = k * 1103515245u + 12345u;
-        y[i] = (int32_t)((k >> 16) % OUT);
-    }
-}
-
 static void train(net *n, int steps) {
     static float x[B * IN];
     int32_t y[B];
     int64_t xs[2] = { B, IN }, ys = B;
     for (int s = 0; s < steps; s++) {
-        make_batch(s, x, y);
+        dgt_sparse_batch(12345u, s, B, IN, OUT, x, y);
         dg_tensor *tx = dg_tensor_from(n->ctx, DG_F32, 2, xs, x);
         dg_tensor *ty = dg_tensor_from(n->ctx, DG_I32, 1, &ys, y);
         dg_tensor *loss = dg_cross_entropy(dg_module_forward(n->model, tx), ty);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "dgrad/base.h"
+#include "dgrad/tensor.h"   /* DG_MAX_DIMS */
 
 /* Number of failed checks so far in this program. */
 static inline int *dgt_failures(void) {
@@ -107,6 +108,78 @@ static inline dgt_cmp dgt_compare(const float *got, const float *ref, int64_t n,
         if (excess > 0) c.bad++;
     }
     return c;
+}
+
+/* ---- deterministic values, independent of the engine's RNG -------------------- */
+
+/* xorshift64*: each test seeds its own state. */
+typedef struct { uint64_t s; } dgt_rng;
+
+static inline double dgt_uniform(dgt_rng *r) {   /* [0, 1) */
+    r->s ^= r->s >> 12;
+    r->s ^= r->s << 25;
+    r->s ^= r->s >> 27;
+    return (double)((r->s * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-53;
+}
+
+static inline double dgt_normal(dgt_rng *r) {    /* Box-Muller, N(0, 1) */
+    double u1 = dgt_uniform(r), u2 = dgt_uniform(r);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+typedef enum {
+    DGT_N,      /* normal(0, 1) */
+    DGT_AWAY,   /* |x| in [0.5, 1.5), random sign: denominators */
+    DGT_KINK,   /* |x| in [0.1, 1.1), random sign: relu inputs */
+    DGT_POS,    /* [0.2, 2): log inputs */
+} dgt_vkind;
+
+static inline void dgt_fill(dgt_rng *r, float *v, int64_t n, dgt_vkind k) {
+    for (int64_t i = 0; i < n; i++) {
+        double s = dgt_uniform(r) < 0.5 ? -1.0 : 1.0;
+        switch (k) {
+        case DGT_N: v[i] = (float)dgt_normal(r); break;
+        case DGT_AWAY: v[i] = (float)(s * (0.5 + dgt_uniform(r))); break;
+        case DGT_KINK: v[i] = (float)(s * (0.1 + dgt_uniform(r))); break;
+        case DGT_POS: v[i] = (float)(0.2 + 1.8 * dgt_uniform(r)); break;
+        }
+    }
+}
+
+/* "2,3,4" -> shape; "" -> 0-dim. Returns ndim. */
+static inline int dgt_parse_shape(const char *s, int64_t *shape) {
+    int n = 0;
+    while (s && *s) {
+        char *end;
+        long long v = strtoll(s, &end, 10);
+        DG_ASSERT(end != s && n < DG_MAX_DIMS);
+        shape[n++] = v;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return n;
+}
+
+static inline int64_t dgt_numel(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    return n;
+}
+
+/* A synthetic MNIST-like batch, a function of (salt, step): rows x cols
+ * pixels, about a fifth of them in [0, 1], the rest 0; labels uniform in
+ * [0, classes). */
+static inline void dgt_sparse_batch(uint32_t salt, int step, int rows, int cols, int classes,
+                                    float *x, int32_t *y) {
+    uint32_t k = (uint32_t)step * 2654435761u + salt;
+    for (int i = 0; i < rows * cols; i++) {
+        k = k * 1103515245u + 12345u;
+        x[i] = (k >> 9) % 5 == 0 ? (float)((k >> 8) & 0xff) / 255.0f : 0.0f;
+    }
+    for (int i = 0; i < rows; i++) {
+        k = k * 1103515245u + 12345u;
+        y[i] = (int32_t)((k >> 16) % (uint32_t)classes);
+    }
 }
 
 static inline int dgt_report(const char *name) {
