@@ -22,10 +22,12 @@
  *                                  the MLP against a 1-ulp perturbed start
  *        test_cuda --ops-only      ops, bad labels and optimizers, no MLP
  *                                  training (quick, for compute-sanitizer)
- *        test_cuda --bench [cpu|cuda|cuda-graph]   steps/s of the MLP training
+ *        test_cuda --bench [cpu|cuda|cuda-graph|cuda-readback]   steps/s of the MLP training
  *                                       step (batch 64, synthetic data on device);
  *                                       cuda-graph: the step captured once after
- *                                       the warm-up and replayed (dgrad/graph.h)
+ *                                       the warm-up and replayed (dgrad/graph.h);
+ *                                       cuda-readback: labels of unknown range,
+ *                                       read back from the GPU each step
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -327,6 +329,48 @@ static void test_bad_labels(void) {
     }
 }
 
+/* Labels uploaded from the host carry their range, so that the GPU need not
+ * read them back; a write that the range cannot see must still be caught:
+ * kind 0, bad labels written through a view after the whole tensor's range
+ * was taken; kind 1, copied on the device from a tensor with a bad label;
+ * kind 2, valid labels (no error). */
+static void label_write_error(dg_device dev, int kind, char *msg, size_t n) {
+    dg_ctx *ctx = ctx_new(dev);
+    int64_t shape[2] = {6, 4}, rows = 6;
+    float x[24];
+    dgt_fill(&g_rng, x, 24, DGT_N);
+    int32_t good[6] = {0, 1, 2, 3, 0, 1}, bad[6] = {0, 1, 2, 3, 4, 4};
+    dg_tensor *t = dg_tensor_from(ctx, DG_I32, 1, &rows, good);
+    CHECK(t->range_epoch != 0 && t->range_min == 0 && t->range_max == 3);
+    if (kind == 0) {
+        dg_tensor *tail = dg_slice(t, 0, 4, 2);
+        CHECK(tail->range_epoch == 0);   /* a view: unknown */
+        dg_tensor_copy_from_host(tail, bad + 4);
+        CHECK(tail->range_epoch > t->range_epoch && tail->range_max == 4);
+    } else if (kind == 1) {
+        dg_tensor *src = dg_tensor_from(ctx, DG_I32, 1, &rows, bad);
+        CHECK(dg_tensor_copy(t, src) == DG_OK);
+        CHECK(t->range_epoch > src->range_epoch && t->range_max == 4);
+    }
+    dg_tensor *xt = dg_tensor_from(ctx, DG_F32, 2, shape, x);
+    CHECK(xt->range_epoch == 0);   /* float: no range */
+    dg_clear_error();
+    dg_tensor *l = dg_cross_entropy(xt, t);
+    CHECK((l == NULL) == (kind != 2));
+    snprintf(msg, n, "%s", dg_last_error());
+    dg_ctx_free(ctx);
+}
+
+static void test_label_writes(void) {
+    for (int kind = 0; kind < 3; kind++) {
+        char ref[256], got[256];
+        label_write_error(g_ref, kind, ref, sizeof ref);
+        label_write_error(g_dev, kind, got, sizeof got);
+        if (kind < 2) CHECK_CONTAINS(ref, "target[4] = 4 is out of range");
+        CHECKF(!strcmp(ref, got), "label writes, case %d: '%s' vs '%s'", kind, got, ref);
+    }
+}
+
 /* ---- optimizers: 5 steps on both devices ------------------------------------------------ */
 
 typedef enum { O_SGD, O_SGD_MOM, O_SGD_NESTEROV, O_ADAM, O_ADAM_AMS_L2, O_ADAMW } opt_kind;
@@ -542,8 +586,10 @@ static int cmp_double(const void *a, const void *b) {
 /* Data stays on the device (persistent tensors), as in the PyTorch
  * benchmark; the loss is read back only at the end of each window.
  * graph: after the warm-up the step is captured and each step is a replay
- * (as PyTorch's CUDA-graph mode). */
-static int bench(dg_device dev, bool graph) {
+ * (as PyTorch's CUDA-graph mode). readback: the labels are a view, whose
+ * range the engine does not know, so each step's cross entropy reads its
+ * label check back from the GPU (the cost that labels from the host avoid). */
+static int bench(dg_device dev, bool graph, bool readback) {
     enum { B = 64, WARMUP = 100, WINDOWS = 7 };
     dg_clear_error();
     dg_ctx *probe = dg_ctx_new(dev);
@@ -590,7 +636,9 @@ static int bench(dg_device dev, bool graph) {
             continue;
         }
         for (int i = 0; i < n; i++) {
-            dg_tensor *loss = dg_cross_entropy(dg_module_forward(m.model, xt), yt);
+            /* a view (in the step's arena): its range is unknown */
+            dg_tensor *labels = readback ? dg_slice(yt, 0, 0, B) : yt;
+            dg_tensor *loss = dg_cross_entropy(dg_module_forward(m.model, xt), labels);
             dg_optim_zero_grad(m.opt);
             DG_ASSERT(loss != NULL && dg_backward(loss) == DG_OK);
             dg_optim_step(m.opt);
@@ -601,10 +649,10 @@ static int bench(dg_device dev, bool graph) {
     }
     qsort(rates, WINDOWS, sizeof rates[0], cmp_double);
     const char *chk = getenv("DG_CUDA_CHECK_LABELS");
-    printf("BENCH {\"impl\": \"dgrad\", \"device\": \"%s\", \"label_check\": %s, \"graph\": %s, "
+    printf("BENCH {\"impl\": \"dgrad\", \"device\": \"%s\", \"label_readback\": %s, \"graph\": %s, "
            "\"batch\": %d, \"steps_per_s\": %.1f, \"min\": %.1f, \"max\": %.1f, \"final_loss\": %.4f}\n",
            dev == DG_CUDA ? "cuda" : "cpu",
-           dev == DG_CUDA && !graph && !(chk && !strcmp(chk, "0")) ? "true" : "false",
+           dev == DG_CUDA && !graph && readback && !(chk && !strcmp(chk, "0")) ? "true" : "false",
            graph ? "true" : "false", B, rates[WINDOWS / 2], rates[0], rates[WINDOWS - 1], l);
     dg_graph_free(g);
     mlp_free(&m);
@@ -618,7 +666,8 @@ static int bench(dg_device dev, bool graph) {
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--bench"))
         return bench(argc > 2 && !strcmp(argv[2], "cpu") ? DG_CPU : DG_CUDA,
-                     argc > 2 && !strcmp(argv[2], "cuda-graph"));
+                     argc > 2 && !strcmp(argv[2], "cuda-graph"),
+                     argc > 2 && !strcmp(argv[2], "cuda-readback"));
     if (argc > 1 && !strcmp(argv[1], "--expect-no-device")) {
         dg_ctx *ctx = dg_ctx_new(DG_CUDA);
         CHECKF(ctx == NULL, "dg_ctx_new(DG_CUDA) succeeded: this machine has a GPU");
@@ -642,7 +691,7 @@ int main(int argc, char **argv) {
         ops_only = true;
     } else if (argc > 1) {
         fprintf(stderr, "usage: test_cuda [--expect-no-device | --self-check | --ops-only | "
-                        "--bench [cpu|cuda|cuda-graph]]\n");
+                        "--bench [cpu|cuda|cuda-graph|cuda-readback]]\n");
         return 2;
     }
     if (g_dev == DG_CUDA) {
@@ -656,6 +705,7 @@ int main(int argc, char **argv) {
     }
     test_ops();
     test_bad_labels();
+    test_label_writes();
     test_optimizers();
     if (!ops_only) test_mlp_training();
     return dgt_report(g_dev == DG_CUDA ? "test_cuda" : "test_cuda --self-check");

@@ -111,7 +111,8 @@ void dg__cuda_softmax(float *out, const float *in, int64_t outer, int64_t d, int
 void dg__cuda_softmax_bwd(float *gin, const float *gout, const float *y, int64_t outer,
                           int64_t d, int64_t inner, bool log, bool acc);
 int64_t dg__cuda_cross_entropy(float *loss, float *count, float *lse, const float *logits,
-                               const int32_t *target, int64_t n, int64_t c, int ignore_index);
+                               const int32_t *target, int64_t n, int64_t c, int ignore_index,
+                               bool known_valid);
 void dg__cuda_cross_entropy_bwd(float *dlogits, const float *gout, const float *count,
                                 const float *lse, const float *logits, const int32_t *target,
                                 int64_t n, int64_t c, int ignore_index, bool acc);

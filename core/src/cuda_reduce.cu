@@ -264,12 +264,15 @@ __global__ void ce_finish_kernel(float *loss, float *count, long long *flag, con
 }
 
 /* Bad targets: the kernels skip them (no out-of-range read) and record the
- * first one in a device flag; with label checks on (the default) the flag
- * is read back, one small synchronization per call. DG_CUDA_CHECK_LABELS=0
- * skips the read-back and returns -1: then labels must be valid (the MNIST
- * loader checks them when it loads the dataset). */
+ * first one in a device flag. The flag is read back (one small
+ * synchronization, which keeps the host from running ahead of the GPU)
+ * only when the labels' range is unknown: known_valid says they were
+ * uploaded from the host and all lie in [0, c), as every batch from
+ * dg_loader_next or dg_tensor_from does. DG_CUDA_CHECK_LABELS=0 skips the
+ * read-back always: then labels must be valid. */
 int64_t dg__cuda_cross_entropy(float *loss, float *count, float *lse, const float *logits,
-                               const int32_t *target, int64_t n, int64_t c, int ignore_index) {
+                               const int32_t *target, int64_t n, int64_t c, int ignore_index,
+                               bool known_valid) {
     dg__cuda_bind();
     cudaStream_t st = dg__cuda.stream;
     if (n > 0) {
@@ -279,7 +282,7 @@ int64_t dg__cuda_cross_entropy(float *loss, float *count, float *lse, const floa
     ce_finish_kernel<<<1, 1024, 0, st>>>(loss, count, dg__cuda.ce_flag, lse, logits, target, n, c,
                                          ignore_index);
     cudaCheckLaunch();
-    if (!dg__cuda.check_labels || dg__cuda_capturing) return -1;   /* see dgrad/graph.h */
+    if (known_valid || !dg__cuda.check_labels || dg__cuda_capturing) return -1;   /* graph.h */
     cudaCheck(cudaMemcpyAsync(dg__cuda.ce_flag_host, dg__cuda.ce_flag, sizeof(long long),
                               cudaMemcpyDeviceToHost, st));
     cudaCheck(cudaStreamSynchronize(st));

@@ -161,6 +161,7 @@ dg_status dg_graph_replay(dg_graph *g) {
     if (g->ctx->capture) return dg_set_error("dg_graph_replay: a capture is under way");
     for (int i = 0; i < g->nhooks; i++) g->hooks[i].fn(g->hooks[i].user);
     be->graph_launch(g->exec);
+    g->ctx->i32_writes++;   /* the replay may write int32 tensors: ranges are stale */
     for (graph_output *o = g->outputs; o; o = o->next)
         if (o->sum) be->binary(DG_BIN_ADD, o->sum, o->sum, &o->t, 1.0f, false);
     g->replays++;

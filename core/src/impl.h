@@ -84,9 +84,12 @@ typedef struct dg_backend {
     /* Cross entropy, mean over non-ignored rows. Writes loss[0], count[0]
      * (rows counted, as float) and lse[n] (log-sum-exp of each row).
      * Returns the index of the first target outside [0, c) that is not
-     * ignore_index, or -1 (a backend that cannot check returns -1). */
+     * ignore_index, or -1 (a backend that cannot check returns -1).
+     * known_valid: the caller knows every target is in [0, c); a backend
+     * that checks at a cost (a read-back from the GPU) may skip it. */
     int64_t (*cross_entropy)(float *loss, float *count, float *lse, const float *logits,
-                             const int32_t *target, int64_t n, int64_t c, int ignore_index);
+                             const int32_t *target, int64_t n, int64_t c, int ignore_index,
+                             bool known_valid);
     /* dlogits (+)= gout[0] / count[0] * (softmax(logits) - onehot(target)). */
     void (*cross_entropy_bwd)(float *dlogits, const float *gout, const float *count,
                               const float *lse, const float *logits, const int32_t *target,
@@ -296,6 +299,7 @@ struct dg_ctx {
     void *grad_ready_user;
 
     struct dg_graph *capture;  /* the graph being captured, or NULL (graph.c) */
+    uint64_t i32_writes;       /* int32 writes through the API (and graph replays) */
 };
 
 /* Helpers shared by ops.c, nn.c and optim.c */
@@ -305,6 +309,11 @@ dg_tensor *dg__view(dg_tensor *base, int ndim, const int64_t *shape,
 dg_node *dg__record(dg_ctx *ctx, const char *name, dg_backward_fn fn, dg_tensor *out,
                     int nin, dg_tensor *const *in);
 bool dg__needs_grad(dg_ctx *ctx, int nin, dg_tensor *const *in);
+/* True when t is int32 and every value is known, without reading the
+ * device, to lie in [0, c): written from the host by dg_tensor_from or
+ * dg_tensor_copy_from_host (or copied from such a tensor), and no int32
+ * write in the context since. Views and op outputs are unknown. */
+bool dg__values_below(const dg_tensor *t, int64_t c);
 /* For backward rules: the gradient buffer of t (NULL if t needs none),
  * allocated uninitialized on first use. *acc: it already holds a gradient
  * of this pass (add to it) or belongs to a parameter; else overwrite it. */

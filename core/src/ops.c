@@ -643,7 +643,7 @@ dg_tensor *dg_cross_entropy_ex(dg_tensor *logits, dg_tensor *target, int ignore_
     dg_tensor *count = dg__tensor_alloc(x->ctx, DG_F32, 1, &one);
     dg_tensor *lse = dg__tensor_alloc(x->ctx, DG_F32, 1, &n);
     int64_t bad = BE(x)->cross_entropy(loss->data, count->data, lse->data, x->data, target->data,
-                                       n, c, ignore_index);
+                                       n, c, ignore_index, dg__values_below(target, c));
     if (bad >= 0) {
         dg_set_error("%s: target[%lld] = %d is out of range for %lld classes", name, (long long)bad,
                      (int)dg_item_at(target, bad), (long long)c);

@@ -303,10 +303,40 @@ dg_tensor *dg_full(dg_ctx *ctx, int ndim, const int64_t *shape, float value) {
 
 dg_tensor *dg_scalar(dg_ctx *ctx, float value) { return dg_full(ctx, 0, NULL, value); }
 
+/* ---- the value range of int32 tensors (labels) ----------------------------
+ * A GPU cannot tell the host that a label is out of range without a
+ * read-back, which stalls the host once per step. Labels come from the
+ * host, so their range is taken there, as they are written. Any later int32
+ * write in the context (through the API, or a graph replay) makes every
+ * recorded range stale: a write through a view can change a tensor that
+ * does not know of it. */
+
+static void range_from_host(dg_tensor *t, const void *src) {
+    if (t->dtype != DG_I32) return;
+    uint64_t epoch = ++t->ctx->i32_writes;
+    const int32_t *v = src;
+    int32_t lo = INT32_MAX, hi = INT32_MIN;
+    for (int64_t i = 0, n = dg_numel(t); i < n; i++) {
+        lo = v[i] < lo ? v[i] : lo;
+        hi = v[i] > hi ? v[i] : hi;
+    }
+    t->range_min = lo;
+    t->range_max = hi;
+    t->range_epoch = epoch;
+}
+
+bool dg__values_below(const dg_tensor *t, int64_t c) {
+    return t->dtype == DG_I32 && t->range_epoch != 0 && t->range_epoch == t->ctx->i32_writes &&
+           t->range_min >= 0 && t->range_max < c;
+}
+
 dg_tensor *dg_tensor_from(dg_ctx *ctx, dg_dtype dtype, int ndim, const int64_t *shape,
                           const void *host_data) {
     dg_tensor *t = dg_tensor_new(ctx, dtype, ndim, shape);
-    if (t) ctx->be->from_host(t->data, host_data, (size_t)dg_numel(t) * dg_dtype_size(dtype));
+    if (t) {
+        ctx->be->from_host(t->data, host_data, (size_t)dg_numel(t) * dg_dtype_size(dtype));
+        range_from_host(t, host_data);
+    }
     return t;
 }
 
@@ -524,12 +554,23 @@ dg_status dg_tensor_copy(dg_tensor *dst, const dg_tensor *src) {
         return dg_set_error("dg_tensor_copy: need two contiguous tensors of one context with the "
                             "same dtype and element count");
     dst->ctx->be->copy(dst->data, src->data, (size_t)dg_numel(src) * dg_dtype_size(src->dtype));
+    if (dst->dtype == DG_I32) {   /* dst gets src's range, if src's is current */
+        bool known = src->range_epoch != 0 && src->range_epoch == src->ctx->i32_writes;
+        dst->range_epoch = ++dst->ctx->i32_writes;
+        if (known) {
+            dst->range_min = src->range_min;
+            dst->range_max = src->range_max;
+        } else {
+            dst->range_epoch = 0;
+        }
+    }
     return DG_OK;
 }
 
 void dg_tensor_copy_from_host(dg_tensor *t, const void *src) {
     DG_ASSERT(dg_is_contiguous(t));
     t->ctx->be->from_host(t->data, src, (size_t)dg_numel(t) * dg_dtype_size(t->dtype));
+    range_from_host(t, src);
 }
 
 float dg_item_at(const dg_tensor *t, int64_t i) {

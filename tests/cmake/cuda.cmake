@@ -9,6 +9,10 @@ set(DG_TEST_CUDA AUTO CACHE STRING "Register the GPU tests (ON/OFF/AUTO: if a GP
 add_executable(test_cuda test_cuda.c)
 target_link_libraries(test_cuda PRIVATE dgrad m)
 target_include_directories(test_cuda PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+# The same comparisons CPU against CPU (every build): the harness, the bad
+# label and label-range cases, and the MLP against a 1-ulp perturbed start.
+add_test(NAME test_cuda_self_check COMMAND test_cuda --self-check)
+set_tests_properties(test_cuda_self_check PROPERTIES ENVIRONMENT "DG_MNIST_DIR=${DG_MNIST_DIR}")
 
 # cuBLAS is opened on demand, not linked: a CPU context must not map it, and
 # the loader must find it and its symbols (no GPU needed).

@@ -56,7 +56,11 @@ dg_tensor *dg_log_softmax(dg_tensor *a, int dim);
  * batch of -log_softmax(logits)[i, target[i]], fused and numerically
  * stable. Targets equal to ignore_index (PyTorch's default is -100) are
  * left out of the loss and the mean. Any other target outside [0, C) is an
- * error that names the bad label. */
+ * error that names the bad label. On a GPU that check costs a read-back
+ * (the host waits for the device) unless the targets' range is known on
+ * the host: it is for a tensor made by dg_tensor_from or written by
+ * dg_tensor_copy_from_host (every batch of dg_loader_next), until another
+ * int32 write in the context; views and op outputs are read back. */
 #define DG_IGNORE_INDEX (-100)
 dg_tensor *dg_cross_entropy(dg_tensor *logits, dg_tensor *target);
 dg_tensor *dg_cross_entropy_ex(dg_tensor *logits, dg_tensor *target, int ignore_index);

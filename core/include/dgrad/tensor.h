@@ -72,6 +72,11 @@ typedef struct dg_tensor {
     int64_t tape_first_use;
     uint64_t grad_gen;              /* backward pass that wrote .grad */
     uint64_t ready_gen;             /* backward pass that declared it final */
+    /* int32 values written from the host: their range, valid while no
+     * int32 write has happened in the context since (range_epoch), so
+     * that cross entropy need not read labels back from a GPU (internal) */
+    uint64_t range_epoch;           /* 0: unknown */
+    int32_t range_min, range_max;
 } dg_tensor;
 
 /* ---- context ---------------------------------------------------------- */
