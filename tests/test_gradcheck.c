@@ -1025,6 +1025,37 @@ static void test_intermediate_grad(void) {
     printf("intermediate gradients: done\n");
 }
 
+/* A persistent tensor that requires grad (an input optimized or inspected
+ * across steps) gets each pass's gradient in .grad, which is an arena
+ * tensor: dg_ctx_reset_step sets it to NULL, and the next step's backward
+ * must not write through the released one. The arena is made to grow in
+ * between, so a stale pointer would point into freed memory (ASan) or give
+ * wrong values. */
+static void test_persistent_requires_grad(void) {
+    dg_ctx *ctx = dg_ctx_new(DG_CPU);
+    int64_t n = 1000;
+    float v[1000], g[1000];
+    dgt_fill(&g_rng, v, n, DGT_N);
+    dg_tensor *x = dg_tensor_persistent(ctx, DG_F32, 1, &n);
+    dg_tensor_copy_from_host(x, v);
+    x->requires_grad = true;
+    for (int step = 0; step < 3; step++) {
+        int64_t big = (int64_t)1 << (18 + 2 * step);   /* grows the arena each step */
+        CHECK_NOT_NULL(dg_zeros(ctx, DG_F32, 1, &big));
+        float k = (float)(step + 1);
+        CHECK(dg_backward(dg_sum(dg_mul_scalar(dg_mul(x, x), k))) == DG_OK);
+        CHECK_NOT_NULL(x->grad);
+        if (!x->grad) break;
+        host_of(x->grad, g);
+        int bad = 0;
+        for (int i = 0; i < n; i++) bad += !dgt_close(g[i], 2.0 * k * v[i], 1e-5, 1e-5);
+        CHECKF(bad == 0, "step %d: %d of %lld gradient values wrong", step, bad, (long long)n);
+        dg_ctx_reset_step(ctx);
+        CHECK(x->grad == NULL);
+    }
+    dg_ctx_free(ctx);
+}
+
 static void count_hook(dg_tensor *param, void *user) {
     int *count = user;
     DG_ASSERT(param->param_index >= 0 && param->param_index < 4);
@@ -1172,6 +1203,7 @@ int main(void) {
     test_two_graphs();
     test_param_as_loss();
     test_intermediate_grad();
+    test_persistent_requires_grad();
     test_hook_unreached_first_use();
     test_numerics();
     test_matmul_empty();

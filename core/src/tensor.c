@@ -144,6 +144,9 @@ void dg_ctx_free(dg_ctx *ctx) {
 dg_device dg_ctx_device(const dg_ctx *ctx) { return ctx->device; }
 
 void dg_ctx_reset_step(dg_ctx *ctx) {
+    /* a persistent tensor that requires grad got its gradient in the arena */
+    for (dg_persist *p = ctx->persist; p; p = p->next)
+        if (p->header) p->header->grad = NULL;
     dg_arena_reset(&ctx->meta);
     dg_arena_reset(&ctx->data);
     ctx->tape_len = 0;

@@ -88,7 +88,8 @@ void dg_ctx_free(dg_ctx *ctx);
 dg_device dg_ctx_device(const dg_ctx *ctx);
 
 /* Release every arena tensor and the autograd tape. Parameters, their
- * gradients and persistent tensors stay. */
+ * gradients and persistent tensors stay; the .grad of a persistent tensor
+ * that requires grad (an arena tensor: this pass's gradient) becomes NULL. */
 void dg_ctx_reset_step(dg_ctx *ctx);
 
 /* Bytes the arena holds (its capacity), for tests of steady-state memory. */
