@@ -340,13 +340,15 @@ static void test_maxpool_nan(void) {
     }
 }
 
-/* Sequential runs BatchNorm2d -> MaxPool2d(2) as one op on the CPU: the
- * same outputs and running statistics as the two modules run one after the
- * other (bit for bit), and the same gradients (to rounding), for rows of
- * 8+, 4-7 and fewer than 4 outputs, in train and eval mode, with the input
- * used twice (its gradient accumulates). */
-static void bn_pool_run(const int64_t *xs, bool fused, bool train, float *out, float *gx, float *gw,
-                        float *gb, float *rm) {
+/* Sequential runs BatchNorm2d -> MaxPool2d(2), and the same with a ReLU
+ * before or after the pool, as one op on the CPU (dg_grad_fn_name says
+ * so): the same outputs and running statistics as the modules run one
+ * after the other (bit for bit), and the same gradients (to rounding), for
+ * rows of 8+, 4-7 and fewer than 4 outputs, in train and eval mode, with
+ * the input used twice (its gradient accumulates).
+ * order: 0 BN, pool; 1 BN, ReLU, pool; 2 BN, pool, ReLU. */
+static void bn_pool_run(const int64_t *xs, int order, bool fused, bool train, float *out, float *gx,
+                        float *gw, float *gb, float *rm) {
     dg_ctx *ctx = dg_ctx_new(DG_CPU);
     dg_manual_seed(ctx, 11);
     int64_t k2[2] = { 2, 2 }, C = xs[1], n = xs[0] * xs[1] * xs[2] * xs[3];
@@ -361,15 +363,27 @@ static void bn_pool_run(const int64_t *xs, bool fused, bool train, float *out, f
     dg_tensor *x = dg_tensor_new(ctx, DG_F32, 4, xs);
     dg_init_normal(x, 0.5f, 2.0f);
     x->requires_grad = true;
-    dg_module *mods[2] = { bn, pool };
-    dg_module *seq = dg_nn_sequential(ctx, 2, mods);
+    dg_module *relu = dg_nn_relu(ctx);
+    dg_module *mods[3] = { bn, order == 1 ? relu : pool, order == 1 ? pool : relu };
+    int nmods = order ? 3 : 2;
+    dg_module *seq = dg_nn_sequential(ctx, nmods, mods);
     dg_module_train(seq, train);
-    dg_tensor *y = fused ? dg_module_forward(seq, x) : dg_module_forward(pool, dg_module_forward(bn, x));
+    dg_tensor *y = x;
+    if (fused) y = dg_module_forward(seq, x);
+    else
+        for (int i = 0; i < nmods; i++) y = dg_module_forward(mods[i], y);
     CHECK_NOT_NULL(y);
     if (!y) {
         dg_ctx_free(ctx);
         return;
     }
+    static const char *const fused_name[3] = { "dg_batch_norm2d+dg_max_pool2d",
+                                               "dg_batch_norm2d+dg_max_pool2d+dg_relu",
+                                               "dg_batch_norm2d+dg_max_pool2d+dg_relu" };
+    const char *name = dg_grad_fn_name(y), *want = fused ? fused_name[order]
+                                                : order == 2 ? "dg_relu" : "dg_max_pool2d";
+    CHECKF(name && !strcmp(name, want), "order %d fused %d: grad_fn %s, expected %s", order, fused,
+           name ? name : "NULL", want);
     dg_tensor *wt = dg_tensor_new(ctx, DG_F32, y->ndim, y->shape);
     dg_init_normal(wt, 0.0f, 1.0f);
     dg_tensor *loss = dg_add(dg_sum(dg_mul(y, wt)), dg_sum(dg_mul_scalar(x, 0.5f)));
@@ -384,31 +398,38 @@ static void bn_pool_run(const int64_t *xs, bool fused, bool train, float *out, f
     dg_ctx_free(ctx);
 }
 
-static void test_bn_pool_fusion(void) {
-    static const int64_t shapes[][4] = { { 3, 2, 4, 18 }, { 2, 3, 6, 10 }, { 4, 2, 2, 6 } };
+static void check_bn_pool(const int64_t *xs, int order, bool train) {
     enum { MAX = 3 * 3 * 6 * 18 + 64 };
     static float o1[MAX], o2[MAX], x1[MAX], x2[MAX], w1[8], w2[8], b1[8], b2[8], r1[8], r2[8];
-    for (int s = 0; s < 3; s++)
-        for (int train = 0; train < 2; train++) {
-            const int64_t *xs = shapes[s];
-            int64_t n = xs[0] * xs[1] * xs[2] * xs[3], C = xs[1];
-            bn_pool_run(xs, false, train, o1, x1, w1, b1, r1);
-            bn_pool_run(xs, true, train, o2, x2, w2, b2, r2);
-            int bad_out = 0, bad_rm = 0;
-            for (int64_t i = 0; i < n / 4; i++) bad_out += o1[i] != o2[i];
-            for (int64_t i = 0; i < 2 * C; i++) bad_rm += r1[i] != r2[i];
-            CHECKF(bad_out == 0, "shape %d train %d: %d fused outputs differ", s, train, bad_out);
-            CHECKF(bad_rm == 0, "shape %d train %d: running stats differ", s, train);
-            double worst = 0;
-            for (int64_t i = 0; i < n; i++)
-                worst = fmax(worst, fabs(x1[i] - x2[i]) / (1e-3 + fabs(x1[i])));
-            for (int64_t i = 0; i < C; i++) {
-                worst = fmax(worst, fabs(w1[i] - w2[i]) / (1e-3 + fabs(w1[i])));
-                worst = fmax(worst, fabs(b1[i] - b2[i]) / (1e-3 + fabs(b1[i])));
-            }
-            CHECKF(worst < 1e-4, "shape %d train %d: fused gradients off by %.3g (relative)", s, train,
-                   worst);
-        }
+    int64_t n = xs[0] * xs[1] * xs[2] * xs[3], C = xs[1];
+    DG_ASSERT(n <= MAX && C <= 4);
+    bn_pool_run(xs, order, false, train, o1, x1, w1, b1, r1);
+    bn_pool_run(xs, order, true, train, o2, x2, w2, b2, r2);
+    int bad_out = 0, bad_rm = 0, zeros = 0;
+    for (int64_t i = 0; i < n / 4; i++) {
+        bad_out += memcmp(&o1[i], &o2[i], sizeof o1[i]) != 0;
+        zeros += o2[i] == 0.0f;
+    }
+    /* with a ReLU, about half the outputs are clamped: the mask matters */
+    CHECKF(!order || zeros > 0, "order %d: no output clamped", order);
+    for (int64_t i = 0; i < 2 * C; i++) bad_rm += r1[i] != r2[i];
+    CHECKF(bad_out == 0, "order %d train %d: %d fused outputs differ", order, train, bad_out);
+    CHECKF(bad_rm == 0, "order %d train %d: running stats differ", order, train);
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) worst = fmax(worst, fabs(x1[i] - x2[i]) / (1e-3 + fabs(x1[i])));
+    for (int64_t i = 0; i < C; i++) {
+        worst = fmax(worst, fabs(w1[i] - w2[i]) / (1e-3 + fabs(w1[i])));
+        worst = fmax(worst, fabs(b1[i] - b2[i]) / (1e-3 + fabs(b1[i])));
+    }
+    CHECKF(worst < 1e-4, "order %d train %d shape %lldx%lld: fused gradients off by %.3g (relative)",
+           order, train, (long long)xs[2], (long long)xs[3], worst);
+}
+
+static void test_bn_pool_fusion(void) {
+    static const int64_t shapes[][4] = { { 3, 2, 4, 18 }, { 2, 3, 6, 10 }, { 4, 2, 2, 6 } };
+    for (int order = 0; order < 3; order++)
+        for (int s = 0; s < 3; s++)
+            for (int train = 0; train < 2; train++) check_bn_pool(shapes[s], order, train);
 }
 
 int main(void) {

@@ -123,3 +123,7 @@ dg_tensor *dg_detach(dg_tensor *t) {
     dg_tensor *d = dg__view(t, t->ndim, t->shape, t->stride, t->data);
     return d;
 }
+
+const char *dg_grad_fn_name(const dg_tensor *t) {
+    return t && t->grad_fn ? t->grad_fn->name : NULL;
+}

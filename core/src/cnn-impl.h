@@ -37,7 +37,8 @@ void dg__cpu_bn_stats_fwd(float *y, float *mean, float *invstd, float *run_mean,
                           int64_t hw, float momentum, float eps);
 void dg__cpu_bn_pool_fwd(float *out, int32_t *idx, float *mean, float *invstd, float *run_mean,
                          float *run_var, const float *x, const float *w, const float *b, int64_t n,
-                         int64_t c, int64_t h, int64_t wd, float momentum, float eps, bool training);
+                         int64_t c, int64_t h, int64_t wd, float momentum, float eps, bool training,
+                         bool relu);
 void dg__cpu_bn_pool_bwd(float *dx, float *dw, float *db, const float *gout, const int32_t *idx,
                          const float *x, const float *mean, const float *invstd, const float *w,
                          int64_t n, int64_t c, int64_t h, int64_t wd, bool training, bool acc_dw,

@@ -186,7 +186,8 @@ typedef struct dg_backend {
      * uses it for BatchNorm2d followed by MaxPool2d(2). */
     void (*bn_pool_fwd)(float *out, int32_t *idx, float *mean, float *invstd, float *run_mean,
                         float *run_var, const float *x, const float *w, const float *b, int64_t n,
-                        int64_t c, int64_t h, int64_t wd, float momentum, float eps, bool training);
+                        int64_t c, int64_t h, int64_t wd, float momentum, float eps, bool training,
+                        bool relu);
     void (*bn_pool_bwd)(float *dx, float *dw, float *db, const float *gout, const int32_t *idx,
                         const float *x, const float *mean, const float *invstd, const float *w,
                         int64_t n, int64_t c, int64_t h, int64_t wd, bool training, bool acc_dw,
@@ -335,12 +336,13 @@ void dg__graph_fail(dg_ctx *ctx, const char *fmt, ...) DG_PRINTF(2, 3);
 
 /* BatchNorm2d then MaxPool2d(2) in one op (ops_cnn.c), for nn.c's
  * Sequential: whether the backend and x allow it, and the op, equal to
- * max_pool2d(batch_norm2d(x, ...), 2) with the batch-norm output never
- * stored (a call it does not allow is an assert). */
+ * max_pool2d(batch_norm2d(x, ...), 2) (relu: and then relu, which is the
+ * same as relu before the pool) with the batch-norm output never stored
+ * (a call it does not allow is an assert). */
 bool dg__bn_pool_fusable(const dg_tensor *x, const dg_tensor *running_mean, const dg_tensor *weight,
                          bool training);
 dg_tensor *dg__batch_norm_max_pool2x2(dg_tensor *x, dg_tensor *running_mean, dg_tensor *running_var,
                                       dg_tensor *weight, dg_tensor *bias, bool training,
-                                      float momentum, float eps);
+                                      float momentum, float eps, bool relu);
 
 #endif /* DGRAD_IMPL_H */

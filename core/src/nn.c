@@ -82,24 +82,42 @@ dg_module *dg_nn_relu(dg_ctx *ctx) {
 static dg_tensor *batch_norm_forward(dg_module *m, dg_tensor *x);
 static dg_tensor *max_pool_forward(dg_module *m, dg_tensor *x);
 
+static bool is_pool2x2(const dg_module *m) {
+    if (m->forward != max_pool_forward) return false;
+    const int64_t *c = m->cfg;
+    return c[0] == 2 && c[1] == 2 && c[2] == 2 && c[3] == 2 && c[4] == 0 && c[5] == 0;
+}
+
 /* BatchNorm2d directly followed by MaxPool2d(2) (kernel 2, stride 2, no
- * padding) runs as one op where the backend has it (the CPU's): the same
- * outputs, gradients and running statistics, without storing the
- * batch-norm output. */
-static bool fuse_bn_pool(const dg_module *bn, const dg_module *pool, const dg_tensor *x) {
-    if (bn->forward != batch_norm_forward || pool->forward != max_pool_forward) return false;
-    const int64_t *c = pool->cfg;
-    if (c[0] != 2 || c[1] != 2 || c[2] != 2 || c[3] != 2 || c[4] != 0 || c[5] != 0) return false;
-    return x->ctx == bn->ctx && dg__bn_pool_fusable(x, bn->bufs[0], bn->weight, bn->training);
+ * padding), with or without a ReLU before or after the pool, runs as one
+ * op where the backend has it (the CPU's): the same outputs, gradients and
+ * running statistics, without storing the batch-norm output. Returns how
+ * many of mods[0..n) it takes (0: none, 2 or 3); *relu: one of them is it. */
+static int fuse_bn_pool(dg_module *const *mods, int n, const dg_tensor *x, bool *relu) {
+    const dg_module *bn = mods[0];
+    if (n < 2 || bn->forward != batch_norm_forward || x->ctx != bn->ctx) return 0;
+    int take;
+    if (is_pool2x2(mods[1])) {
+        *relu = n > 2 && mods[2]->forward == relu_forward;
+        take = *relu ? 3 : 2;
+    } else if (n > 2 && mods[1]->forward == relu_forward && is_pool2x2(mods[2])) {
+        *relu = true;
+        take = 3;
+    } else {
+        return 0;
+    }
+    return dg__bn_pool_fusable(x, bn->bufs[0], bn->weight, bn->training) ? take : 0;
 }
 
 static dg_tensor *sequential_forward(dg_module *m, dg_tensor *x) {
     for (int i = 0; i < m->nchildren && x; i++) {
         dg_module *c = m->children[i];
-        if (i + 1 < m->nchildren && fuse_bn_pool(c, m->children[i + 1], x)) {
+        bool relu = false;
+        int take = fuse_bn_pool(m->children + i, m->nchildren - i, x, &relu);
+        if (take) {
             x = dg__batch_norm_max_pool2x2(x, c->bufs[0], c->bufs[1], c->weight, c->bias, c->training,
-                                           c->fcfg[1], c->fcfg[2]);
-            i++;
+                                           c->fcfg[1], c->fcfg[2], relu);
+            i += take - 1;
             continue;
         }
         x = dg_module_forward(c, x);

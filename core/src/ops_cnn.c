@@ -440,7 +440,14 @@ static void bn_pool_backward(dg_node *n) {
     dg_tensor *gx = dg__grad_slot(x, &ax), *gw = dg__grad_slot(w, &aw), *gb = dg__grad_slot(b, &ab);
     float *dx = gx ? (ax ? fbuf(ctx, dg_numel(x)) : gx->data) : NULL;   /* the kernel overwrites */
     const float *st = n->saved[0]->data;   /* mean [C], then invstd [C] */
-    ctx->be->bn_pool_bwd(dx, gw ? gw->data : NULL, gb ? gb->data : NULL, n->out->grad->data,
+    const float *gout = n->out->grad->data;
+    if (n->i[1]) {   /* relu: the gradient where the output is > 0 */
+        dg_tensor g = *n->out->grad;
+        g.data = fbuf(ctx, dg_numel(n->out));
+        ctx->be->binary(DG_BIN_RELU_BWD, &g, n->out->grad, n->out, 1.0f, false);
+        gout = g.data;
+    }
+    ctx->be->bn_pool_bwd(dx, gw ? gw->data : NULL, gb ? gb->data : NULL, gout,
                          n->saved[1]->data, x->data, st, st + C, w ? w->data : NULL, N, C, H, W,
                          n->i[0] != 0, aw, ab);
     if (gx && ax) {
@@ -452,7 +459,7 @@ static void bn_pool_backward(dg_node *n) {
 
 dg_tensor *dg__batch_norm_max_pool2x2(dg_tensor *x, dg_tensor *running_mean, dg_tensor *running_var,
                                       dg_tensor *weight, dg_tensor *bias, bool training,
-                                      float momentum, float eps) {
+                                      float momentum, float eps, bool relu) {
     DG_ASSERT(dg__bn_pool_fusable(x, running_mean, weight, training) && running_var);
     dg_ctx *ctx = x->ctx;
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
@@ -463,14 +470,17 @@ dg_tensor *dg__batch_norm_max_pool2x2(dg_tensor *x, dg_tensor *running_mean, dg_
     float *st = stats->data;
     ctx->be->bn_pool_fwd(out->data, idx->data, st, st + C, running_mean->data, running_var->data,
                          x->data, weight ? weight->data : NULL, bias ? bias->data : NULL, N, C, H,
-                         W, momentum, eps, training);
+                         W, momentum, eps, training, relu);
     dg_tensor *in[3] = { x, weight, bias };
     if (dg__needs_grad(ctx, 3, in)) {
         int nin = bias ? 3 : weight ? 2 : 1;
-        dg_node *n = dg__record(ctx, "batch_norm2d+max_pool2d", bn_pool_backward, out, nin, in);
+        dg_node *n = dg__record(ctx, relu ? "dg_batch_norm2d+dg_max_pool2d+dg_relu"
+                                     : "dg_batch_norm2d+dg_max_pool2d",
+                                bn_pool_backward, out, nin, in);
         n->saved[0] = stats;
         n->saved[1] = idx;
         n->i[0] = training;
+        n->i[1] = relu;
     }
     return out;
 }

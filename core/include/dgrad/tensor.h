@@ -184,6 +184,12 @@ dg_status dg_backward(dg_tensor *loss);
 /* A new tensor sharing storage, cut off from the graph. */
 dg_tensor *dg_detach(dg_tensor *t);
 
+/* The name of the op that made t, as recorded for backward (PyTorch's
+ * t.grad_fn.name()): "dg_matmul", "dg_relu", or for ops that a Sequential
+ * fused, the names joined by '+' ("dg_batch_norm2d+dg_max_pool2d+dg_relu");
+ * NULL for a leaf or a tensor made without grad. */
+const char *dg_grad_fn_name(const dg_tensor *t);
+
 /* Called during backward as soon as a parameter's gradient is final for
  * this backward pass (every use of it has been processed). The data-parallel
  * layer starts bucket all-reduces from here. NULL removes the hook. */
