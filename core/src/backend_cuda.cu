@@ -125,6 +125,24 @@ static bool parse_index(const char *s, long *out) {
     return true;
 }
 
+/* The environment's settings, checked before any device is asked for, so
+ * that a typo is named even where no GPU is; false with g_msg set. */
+static bool check_env(void) {
+    const char *s = getenv("DG_DEVICE");
+    long v;
+    if (s && *s && !parse_index(s, &v)) {
+        snprintf(g_msg, sizeof g_msg,
+                 "dg_ctx_new: DG_DEVICE='%s' is not a CUDA device index (0, 1, ...)", s);
+        return false;
+    }
+    s = getenv("DG_CUDA_CHECK_LABELS");
+    if (s && *s && strcmp(s, "0") && strcmp(s, "1")) {
+        snprintf(g_msg, sizeof g_msg, "dg_ctx_new: DG_CUDA_CHECK_LABELS='%s' must be 0 or 1", s);
+        return false;
+    }
+    return true;
+}
+
 /* The device index, or -1 with g_msg set. */
 static int choose_device(int count) {
     const char *s = getenv("DG_DEVICE");
@@ -163,6 +181,7 @@ extern "C" int dg__cuda_device(void) { return dg__cuda.device; }
     } while (0)
 
 static void init_once(void) {
+    if (!check_env()) return;
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count == 0) {

@@ -75,6 +75,12 @@ exit 1
   endif()
 endif()
 
+# Bad CUDA settings in the environment: named, with or without a GPU.
+if(DG_HAVE_CUDA AND DG_MNIST_DIR)
+  add_test(NAME cuda_bad_env
+           COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/test_cuda_env.sh $<TARGET_FILE:mnist_mlp> ${DG_MNIST_DIR})
+endif()
+
 # test_nccl (the nccl communicator, DDP on a GPU with NCCL and through
 # pinned host memory) and test_cuda_graph (whole-step CUDA graphs, the
 # pinned batch loader): registered like test_cuda. Without a GPU they
