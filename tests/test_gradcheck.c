@@ -1056,6 +1056,84 @@ static void test_persistent_requires_grad(void) {
     dg_ctx_free(ctx);
 }
 
+/* Optimizers over parameters registered one after the other update them as
+ * one range of the flat buffers (state laid out like the parameters, the
+ * alignment padding included); in any other order, one by one. Both must
+ * give the same parameters bit for bit, the padding must stay zero, and a
+ * parameter registered after the optimizer (the flat buffers move) must not
+ * disturb it. Shapes of 7, 33 and 5 floats leave padding after each. */
+enum { OPT_NP = 3 };
+
+static void optim_run(int kind, bool reverse, float *out) {
+    static const int64_t sizes[OPT_NP] = { 7, 33, 5 };
+    dg_ctx *ctx = dg_ctx_new(DG_CPU);
+    dg_tensor *p[OPT_NP], *q[OPT_NP];
+    for (int i = 0; i < OPT_NP; i++) {
+        float v[33];
+        dgt_fill(&(dgt_rng){ 77u + (uint64_t)i }, v, sizes[i], DGT_N);
+        p[i] = param_from(ctx, 1, &sizes[i], v);
+        q[OPT_NP - 1 - i] = p[i];
+    }
+    dg_optim *o;
+    if (kind == 0) {
+        dg_sgd_opts so = dg_sgd_defaults(0.05f);
+        so.momentum = 0.9f;
+        so.weight_decay = 0.1f;
+        so.nesterov = true;
+        o = dg_optim_sgd(reverse ? q : p, OPT_NP, so);
+    } else {
+        dg_adam_opts ao = kind == 2 ? dg_adamw_defaults() : dg_adam_defaults();
+        ao.weight_decay = 0.1f;
+        ao.amsgrad = kind == 1;
+        o = kind == 2 ? dg_optim_adamw(reverse ? q : p, OPT_NP, ao)
+                      : dg_optim_adam(reverse ? q : p, OPT_NP, ao);
+    }
+    DG_ASSERT(o != NULL);
+    if (!reverse) {   /* the flat layout: state i sits where param i does */
+        const dg_tensor *s0 = dg_optim_state(o, 0, 0), *s2 = dg_optim_state(o, 2, 0);
+        CHECK((float *)s2->data - (float *)s0->data == (float *)p[2]->data - (float *)p[0]->data);
+    }
+    for (int step = 0; step < 4; step++) {
+        if (step == 2) {   /* the flat buffers grow and move */
+            int64_t big = 100000;
+            CHECK_NOT_NULL(dg_param_new(ctx, "late", 1, &big));
+        }
+        dg_tensor *loss = NULL;
+        for (int i = 0; i < OPT_NP; i++) {
+            dg_tensor *t = dg_sum(dg_mul(dg_mul_scalar(p[i], (float)(i + 1)), p[i]));
+            loss = loss ? dg_add(loss, t) : t;
+        }
+        dg_optim_zero_grad(o);
+        CHECK(dg_backward(loss) == DG_OK);
+        dg_optim_step(o);
+        dg_ctx_reset_step(ctx);
+    }
+    int off = 0;
+    for (int i = 0; i < OPT_NP; i++) {
+        dg_tensor_to_host(p[i], out + off);
+        off += (int)sizes[i];
+        if (i + 1 < OPT_NP) {   /* the padding up to the next parameter (CPU: host memory) */
+            int bad = 0;
+            for (const float *z = (const float *)p[i]->data + sizes[i]; z < (float *)p[i + 1]->data; z++)
+                bad += *z != 0.0f;
+            for (const float *z = (const float *)p[i]->grad->data + sizes[i];
+                 z < (float *)p[i + 1]->grad->data; z++)
+                bad += *z != 0.0f;
+            CHECKF(bad == 0, "optimizer %d: %d padding values not zero after param %d", kind, bad, i);
+        }
+    }
+    dg_ctx_free(ctx);
+}
+
+static void test_optim_flat(void) {
+    for (int kind = 0; kind < 3; kind++) {
+        float flat[45], each[45];
+        optim_run(kind, false, flat);
+        optim_run(kind, true, each);
+        CHECKF(!memcmp(flat, each, sizeof flat), "optimizer %d: flat and per-parameter differ", kind);
+    }
+}
+
 static void count_hook(dg_tensor *param, void *user) {
     int *count = user;
     DG_ASSERT(param->param_index >= 0 && param->param_index < 4);
@@ -1204,6 +1282,7 @@ int main(void) {
     test_param_as_loss();
     test_intermediate_grad();
     test_persistent_requires_grad();
+    test_optim_flat();
     test_hook_unreached_first_use();
     test_numerics();
     test_matmul_empty();

@@ -1,5 +1,14 @@
 /* optim.c - SGD, Adam, AdamW. The update formulas are torch.optim's
- * (PyTorch 1.13, single-tensor path); the arithmetic is the backend's. */
+ * (PyTorch 1.13, single-tensor path); the arithmetic is the backend's.
+ *
+ * One kernel per step, not one per parameter, when the parameters were
+ * registered one after the other (all of a model's, usually): they are then
+ * one range of the context's flat parameter and gradient buffers, and the
+ * state is laid out the same way, so zero_grad is one memset and a step one
+ * update over the range (PyTorch's foreach path does the same for launch
+ * overhead on a GPU). The range includes the padding that keeps each
+ * parameter 16-float aligned: it is zero in every buffer, and every rule
+ * here maps zero parameter, gradient and state to zero, so it stays zero. */
 #include "dgrad/optim.h"
 #include "impl.h"
 
@@ -19,6 +28,8 @@ struct dg_optim {
     int64_t steps;
     int nslots;
     dg_tensor **state;         /* n * nslots, row per parameter */
+    bool flat;                 /* params are one range of the flat buffers */
+    int64_t span;              /* flat: floats from params[0] to the end of params[n-1] */
     float *dev_consts;         /* Adam in a captured graph: device float[3]
                                   for adam_step_dev, or NULL */
     float host_consts[3];      /* their values for the next replay */
@@ -61,10 +72,38 @@ static dg_optim *optim_new(const char *name, dg_tensor *const *params, int n, in
     memcpy(o->params, params, (size_t)n * sizeof *o->params);
     o->nslots = nslots;
     o->state = dg__ctx_calloc(ctx, (size_t)(n * (nslots ? nslots : 1)) * sizeof *o->state);
-    for (int i = 0; i < n; i++)
-        for (int s = 0; s < nslots; s++)
-            o->state[i * nslots + s] = dg_tensor_persistent(ctx, DG_F32, params[i]->ndim, params[i]->shape);
+    o->flat = true;
+    for (int i = 1; i < n; i++) o->flat &= params[i]->param_index == params[0]->param_index + i;
+    if (!o->flat) {
+        for (int i = 0; i < n; i++)
+            for (int s = 0; s < nslots; s++)
+                o->state[i * nslots + s] =
+                    dg_tensor_persistent(ctx, DG_F32, params[i]->ndim, params[i]->shape);
+        return o;
+    }
+    /* offsets within the parameter buffer do not change when it grows */
+    const float *base = params[0]->data;
+    o->span = (const float *)params[n - 1]->data + dg_numel(params[n - 1]) - base;
+    for (int s = 0; s < nslots; s++) {
+        float *buf = dg__persist_alloc(ctx, (size_t)o->span * sizeof(float));   /* zeroed */
+        for (int i = 0; i < n; i++) {
+            dg_tensor *t = dg__ctx_calloc(ctx, sizeof *t);   /* a view of buf, like params[i] */
+            *t = (dg_tensor){ .ctx = ctx, .dtype = DG_F32, .device = ctx->device,
+                              .ndim = params[i]->ndim, .param_index = -1,
+                              .data = buf + ((const float *)params[i]->data - base) };
+            memcpy(t->shape, params[i]->shape, sizeof t->shape);
+            memcpy(t->stride, params[i]->stride, sizeof t->stride);
+            o->state[i * nslots + s] = t;
+        }
+    }
     return o;
+}
+
+/* The ranges one update covers: the whole span when flat, else each
+ * parameter. Range i starts at params[i] and its state row. */
+static int nranges(const dg_optim *o) { return o->flat ? 1 : o->n; }
+static int64_t range_len(const dg_optim *o, int i) {
+    return o->flat ? o->span : dg_numel(o->params[i]);
 }
 
 dg_optim *dg_optim_sgd(dg_tensor *const *params, int n, dg_sgd_opts opts) {
@@ -159,10 +198,10 @@ static void step_captured(dg_optim *o) {
         if (o->nslots && o->steps == 0)
             dg__graph_fail(ctx, "dg_optim_step: SGD with momentum takes its first step "
                                 "differently: take an eager step before the capture");
-        for (int i = 0; i < o->n; i++) {
+        for (int i = 0; i < nranges(o); i++) {
             dg_tensor *p = o->params[i];
             float *buf = o->nslots ? o->state[i * o->nslots]->data : NULL;
-            be->sgd_step(p->data, p->grad->data, buf, dg_numel(p), s->lr, s->momentum, s->dampening,
+            be->sgd_step(p->data, p->grad->data, buf, range_len(o, i), s->lr, s->momentum, s->dampening,
                          s->weight_decay, s->nesterov, false);
         }
         return;
@@ -172,11 +211,11 @@ static void step_captured(dg_optim *o) {
         return;
     }
     const dg_adam_opts *a = &o->adam;
-    for (int i = 0; i < o->n; i++) {
+    for (int i = 0; i < nranges(o); i++) {
         dg_tensor *p = o->params[i];
         dg_tensor **st = o->state + i * o->nslots;
         be->adam_step_dev(p->data, p->grad->data, st[0]->data, st[1]->data,
-                          a->amsgrad ? st[2]->data : NULL, dg_numel(p), a->beta1, a->beta2,
+                          a->amsgrad ? st[2]->data : NULL, range_len(o, i), a->beta1, a->beta2,
                           a->eps, a->weight_decay, o->decoupled, o->dev_consts);
     }
 }
@@ -190,10 +229,10 @@ void dg_optim_step(dg_optim *o) {
     o->steps++;
     if (o->kind == OPT_SGD) {
         const dg_sgd_opts *s = &o->sgd;
-        for (int i = 0; i < o->n; i++) {
+        for (int i = 0; i < nranges(o); i++) {
             dg_tensor *p = o->params[i];
             float *buf = o->nslots ? o->state[i * o->nslots]->data : NULL;
-            be->sgd_step(p->data, p->grad->data, buf, dg_numel(p), s->lr, s->momentum, s->dampening,
+            be->sgd_step(p->data, p->grad->data, buf, range_len(o, i), s->lr, s->momentum, s->dampening,
                          s->weight_decay, s->nesterov, o->steps == 1);
         }
         return;
@@ -201,20 +240,18 @@ void dg_optim_step(dg_optim *o) {
     const dg_adam_opts *a = &o->adam;
     double step_size, bc2_sqrt;
     adam_bias(o, o->steps, &step_size, &bc2_sqrt);
-    for (int i = 0; i < o->n; i++) {
+    for (int i = 0; i < nranges(o); i++) {
         dg_tensor *p = o->params[i];
         dg_tensor **st = o->state + i * o->nslots;
         be->adam_step(p->data, p->grad->data, st[0]->data, st[1]->data, a->amsgrad ? st[2]->data : NULL,
-                      dg_numel(p), a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, o->decoupled,
+                      range_len(o, i), a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, o->decoupled,
                       step_size, bc2_sqrt);
     }
 }
 
 void dg_optim_zero_grad(dg_optim *o) {
-    for (int i = 0; i < o->n; i++) {
-        dg_tensor *g = o->params[i]->grad;
-        o->ctx->be->memset0(g->data, (size_t)dg_numel(g) * sizeof(float));
-    }
+    for (int i = 0; i < nranges(o); i++)
+        o->ctx->be->memset0(o->params[i]->grad->data, (size_t)range_len(o, i) * sizeof(float));
 }
 
 float dg_optim_get_lr(const dg_optim *o) { return o->kind == OPT_SGD ? o->sgd.lr : o->adam.lr; }
