@@ -1,6 +1,7 @@
 # Tests of launcher/dgrun. Included from tests/CMakeLists.txt.
 #  - launcher_cli: bad input, --help, --dry-run, the rank environment, restarts;
 #  - launcher_slurm: sbatch + dgrun on a private Slurm (slurm-wlm, munge, MPI);
+#    launcher_slurm_kill: a rank killed mid-job, dgrun resumes in the allocation;
 #  - launcher_multihost*: two ranks in two network namespaces (root, ip netns):
 #    same params_hash as one host, and faults (SIGKILL, link down) followed by
 #    a restart from the checkpoint.
@@ -21,9 +22,12 @@ find_program(DG_LAUNCHER_SLURMCTLD slurmctld PATHS /usr/sbin)
 find_program(DG_LAUNCHER_MUNGED munged PATHS /usr/sbin)
 if(DG_LAUNCHER_SBATCH AND DG_LAUNCHER_SLURMCTLD AND DG_LAUNCHER_MUNGED)
   add_test(NAME launcher_slurm
-           COMMAND bash ${DG_LAUNCHER_TEST_DIR}/test_slurm.sh $<TARGET_FILE:mnist_mlp>
+           COMMAND bash ${DG_LAUNCHER_TEST_DIR}/test_slurm.sh submit $<TARGET_FILE:mnist_mlp>
                    ${DG_MNIST_DIR} ${PROJECT_SOURCE_DIR})
-  set_tests_properties(launcher_slurm PROPERTIES TIMEOUT 400 RUN_SERIAL TRUE
+  add_test(NAME launcher_slurm_kill
+           COMMAND bash ${DG_LAUNCHER_TEST_DIR}/test_slurm.sh kill $<TARGET_FILE:mnist_mlp>
+                   ${DG_MNIST_DIR} ${PROJECT_SOURCE_DIR})
+  set_tests_properties(launcher_slurm launcher_slurm_kill PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE
                        ENVIRONMENT "${DG_LAUNCHER_ENV}")
 endif()
 

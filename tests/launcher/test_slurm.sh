@@ -1,25 +1,75 @@
 #!/usr/bin/env bash
-# dgrun under Slurm: start a private single-node Slurm, submit
-# examples/sbatch_mnist_dgrun.sh (one epoch of mnist_mlp on 2 ranks) with
-# `sbatch --wait`, and check the JSON line of the job's output.
-# Usage: test_slurm.sh MNIST_MLP MNIST_DIR SRCDIR
+# dgrun under Slurm: start a private single-node Slurm and submit
+# examples/sbatch_mnist_dgrun.sh (mnist_mlp on 2 ranks) with sbatch.
+#   submit  one epoch with `sbatch --wait`: the job's JSON line says
+#           world_size 2 and a sane test accuracy
+#   kill    3 epochs with checkpoints; once the first checkpoint is written,
+#           SIGKILL one rank: srun ends the step, dgrun (--max-restarts 1 in
+#           the batch script) starts a new one with --resume inside the same
+#           allocation, and the job ends with the params_hash of a run
+#           without a fault (mpirun, same flags)
+# Usage: test_slurm.sh submit|kill MNIST_MLP MNIST_DIR SRCDIR
 set -eu
-bin=$1 data=$2 src=$3
+mode=$1 bin=$2 data=$3 src=$4
 dir=$(mktemp -d)
 trap '"$src/scripts/slurm_local.sh" stop "$dir/slurm" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+field() { sed -E "s/.*\"$1\": \"?([^,\"}]*).*/\1/" <<<"$2"; }
+json() { grep '^{' "$1" | tail -n 1; }
+
+if [ "$mode" = kill ]; then   # the reference first, before Slurm is up
+  args=(--data "$data" --epochs 3 --batch-size 32 --threads 1 --json --seed 3 --checkpoint-every 100)
+  timeout 300 env SLURM_JOB_ID= "$src/launcher/dgrun" -n 2 "$bin" "${args[@]}" \
+    --checkpoint-dir "$dir/ck_ref" >"$dir/ref.out" 2>&1 || { cat "$dir/ref.out"; echo "FAIL: reference run"; exit 1; }
+  ref=$(field params_hash "$(json "$dir/ref.out")")
+  echo "reference (mpirun, no fault): params_hash $ref"
+fi
+
 env_line=$("$src/scripts/slurm_local.sh" start "$dir/slurm") || { echo "FAIL: could not start Slurm"; exit 1; }
 eval "$env_line"
-field() { sed -E "s/.*\"$1\": \"?([^,\"}]*).*/\1/" <<<"$2"; }
-
 cd "$dir"
+submit() {   # sbatch --wait ARGS..., output in $dir/job.out
+  timeout 400 sbatch --wait --chdir="$dir" --output="$dir/job.out" \
+    --export=ALL,DGRUN="$src/launcher/dgrun" "$src/examples/sbatch_mnist_dgrun.sh" "$bin" "$@"
+}
+
+if [ "$mode" = submit ]; then
+  rc=0
+  submit --data "$data" --epochs 1 --threads 1 --json --seed 3 || rc=$?
+  echo "--- job output"; cat "$dir/job.out" 2>/dev/null || true; echo "---"
+  [ $rc -eq 0 ] || { echo "FAIL: sbatch --wait exited $rc"; exit 1; }
+  line=$(json "$dir/job.out")
+  [ -n "$line" ] || { echo "FAIL: no JSON line in the job output"; exit 1; }
+  ws=$(field world_size "$line") acc=$(field test_accuracy "$line")
+  [ "$ws" = 2 ] || { echo "FAIL: world_size $ws, want 2"; exit 1; }
+  awk -v a="$acc" 'BEGIN { exit !(a >= 0.75) }' || { echo "FAIL: test_accuracy $acc < 0.75"; exit 1; }
+  echo "ok: sbatch + dgrun: world_size 2, test_accuracy $acc"
+  exit 0
+fi
+
+mkdir -p "$dir/ck"
+submit "${args[@]}" --checkpoint-dir "$dir/ck" &
+job=$!
+for _ in $(seq 900); do   # the first checkpoint
+  [ -z "$(find "$dir/ck" -type f 2>/dev/null | head -n 1)" ] || break
+  kill -0 $job 2>/dev/null || break
+  sleep 0.1
+done
+kill -0 $job 2>/dev/null || { cat "$dir/job.out"; echo "FAIL: the job ended before the fault"; exit 1; }
+[ -n "$(find "$dir/ck" -type f | head -n 1)" ] || { echo "FAIL: no checkpoint after 90 s"; kill $job; exit 1; }
+victim=   # a rank: the program itself, not dgrun, srun or the batch script
+for p in $(pgrep -f -- "--checkpoint-dir $dir/ck\$"); do
+  [ "$(cat /proc/$p/comm 2>/dev/null)" = "$(basename "$bin" | cut -c1-15)" ] && victim=$p
+done
+[ -n "$victim" ] || { echo "FAIL: no rank process found"; kill $job; exit 1; }
+kill -9 "$victim" && echo "killed rank pid $victim"
+t0=$SECONDS
 rc=0
-timeout 300 sbatch --wait --chdir="$dir" --output="$dir/job.out" --export=ALL,DGRUN="$src/launcher/dgrun" \
-  "$src/examples/sbatch_mnist_dgrun.sh" "$bin" --data "$data" --epochs 1 --threads 1 --json --seed 3 || rc=$?
-echo "--- job output"; cat "$dir/job.out" 2>/dev/null || true; echo "---"
+wait $job || rc=$?
+echo "--- job output"; cat "$dir/job.out"; echo "---"
 [ $rc -eq 0 ] || { echo "FAIL: sbatch --wait exited $rc"; exit 1; }
-line=$(grep '^{' "$dir/job.out" | tail -n 1)
-[ -n "$line" ] || { echo "FAIL: no JSON line in the job output"; exit 1; }
-ws=$(field world_size "$line") acc=$(field test_accuracy "$line")
-[ "$ws" = 2 ] || { echo "FAIL: world_size $ws, want 2"; exit 1; }
-awk -v a="$acc" 'BEGIN { exit !(a >= 0.75) }' || { echo "FAIL: test_accuracy $acc < 0.75"; exit 1; }
-echo "ok: sbatch + dgrun: world_size 2, test_accuracy $acc"
+grep -q "dgrun: attempt 1 of 2 failed" "$dir/job.out" || { echo "FAIL: no failed first attempt"; exit 1; }
+grep -q -- "--resume" "$dir/job.out" || { echo "FAIL: the restart did not resume"; exit 1; }
+got=$(field params_hash "$(json "$dir/job.out")")
+[ "$got" = "$ref" ] || { echo "FAIL: after the restart params_hash $got, want $ref"; exit 1; }
+echo "ok: kill: srun ended the step, dgrun resumed in the allocation $((SECONDS - t0)) s later" \
+     "and the job ended with params_hash $ref"
