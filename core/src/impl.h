@@ -304,6 +304,9 @@ struct dg_ctx {
 };
 
 /* Helpers shared by ops.c, nn.c and optim.c */
+/* A contiguous tensor header over data (not owned), all else zero. */
+void dg__tensor_header_init(dg_tensor *t, dg_ctx *ctx, dg_dtype dtype, int ndim,
+                            const int64_t *shape, void *data);
 dg_tensor *dg__tensor_alloc(dg_ctx *ctx, dg_dtype dtype, int ndim, const int64_t *shape);
 dg_tensor *dg__view(dg_tensor *base, int ndim, const int64_t *shape,
                     const int64_t *stride, void *data);

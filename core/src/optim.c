@@ -88,11 +88,8 @@ static dg_optim *optim_new(const char *name, dg_tensor *const *params, int n, in
         float *buf = dg__persist_alloc(ctx, (size_t)o->span * sizeof(float));   /* zeroed */
         for (int i = 0; i < n; i++) {
             dg_tensor *t = dg__ctx_calloc(ctx, sizeof *t);   /* a view of buf, like params[i] */
-            *t = (dg_tensor){ .ctx = ctx, .dtype = DG_F32, .device = ctx->device,
-                              .ndim = params[i]->ndim, .param_index = -1,
-                              .data = buf + ((const float *)params[i]->data - base) };
-            memcpy(t->shape, params[i]->shape, sizeof t->shape);
-            memcpy(t->stride, params[i]->stride, sizeof t->stride);
+            dg__tensor_header_init(t, ctx, DG_F32, params[i]->ndim, params[i]->shape,
+                                   buf + ((const float *)params[i]->data - base));
             o->state[i * nslots + s] = t;
         }
     }

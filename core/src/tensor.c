@@ -260,8 +260,8 @@ static bool check_shape(const char *fn, int ndim, const int64_t *shape) {
     return true;
 }
 
-static dg_tensor *tensor_header(dg_ctx *ctx, dg_dtype dtype, int ndim, const int64_t *shape) {
-    dg_tensor *t = dg_arena_alloc(&ctx->meta, sizeof *t);
+void dg__tensor_header_init(dg_tensor *t, dg_ctx *ctx, dg_dtype dtype, int ndim,
+                            const int64_t *shape, void *data) {
     memset(t, 0, sizeof *t);
     t->ctx = ctx;
     t->dtype = dtype;
@@ -270,6 +270,12 @@ static dg_tensor *tensor_header(dg_ctx *ctx, dg_dtype dtype, int ndim, const int
     t->param_index = -1;
     for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     dg__contiguous_strides(ndim, shape, t->stride);
+    t->data = data;
+}
+
+static dg_tensor *tensor_header(dg_ctx *ctx, dg_dtype dtype, int ndim, const int64_t *shape) {
+    dg_tensor *t = dg_arena_alloc(&ctx->meta, sizeof *t);
+    dg__tensor_header_init(t, ctx, dtype, ndim, shape, NULL);
     return t;
 }
 
@@ -371,17 +377,10 @@ void *dg__persist_alloc(dg_ctx *ctx, size_t nbytes) { return persist_new(ctx, nb
 dg_tensor *dg_tensor_persistent(dg_ctx *ctx, dg_dtype dtype, int ndim, const int64_t *shape) {
     if (!ctx || !check_shape("dg_tensor_persistent", ndim, shape)) return NULL;
     dg_persist *p = persist_new(ctx, (size_t)shape_numel(ndim, shape) * dg_dtype_size(dtype));
-    dg_tensor *t = calloc(1, sizeof *t);
+    dg_tensor *t = malloc(sizeof *t);
     DG_ASSERT(t != NULL);
     p->header = t;
-    t->ctx = ctx;
-    t->dtype = dtype;
-    t->device = ctx->device;
-    t->ndim = ndim;
-    t->param_index = -1;
-    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
-    dg__contiguous_strides(ndim, shape, t->stride);
-    t->data = p->data;
+    dg__tensor_header_init(t, ctx, dtype, ndim, shape, p->data);
     return t;
 }
 
@@ -424,19 +423,11 @@ dg_tensor *dg_param_new(dg_ctx *ctx, const char *name, int ndim, const int64_t *
         ctx->params = realloc(ctx->params, (size_t)ctx->params_cap * sizeof *ctx->params);
         DG_ASSERT(ctx->params != NULL);
     }
-    dg_tensor *t = calloc(1, sizeof *t);
-    dg_tensor *g = calloc(1, sizeof *g);
+    dg_tensor *t = malloc(sizeof *t);
+    dg_tensor *g = malloc(sizeof *g);
     DG_ASSERT(t != NULL && g != NULL);
-    t->ctx = g->ctx = ctx;
-    t->dtype = g->dtype = DG_F32;
-    t->device = g->device = ctx->device;
-    t->ndim = g->ndim = ndim;
-    for (int i = 0; i < ndim; i++) t->shape[i] = g->shape[i] = shape[i];
-    dg__contiguous_strides(ndim, shape, t->stride);
-    dg__contiguous_strides(ndim, shape, g->stride);
-    t->data = ctx->param_buf + off;
-    g->data = ctx->grad_buf + off;
-    g->param_index = -1;
+    dg__tensor_header_init(t, ctx, DG_F32, ndim, shape, ctx->param_buf + off);
+    dg__tensor_header_init(g, ctx, DG_F32, ndim, shape, ctx->grad_buf + off);
     t->grad = g;
     t->requires_grad = true;
     t->is_param = true;
