@@ -8,7 +8,10 @@
  * update over the range (PyTorch's foreach path does the same for launch
  * overhead on a GPU). The range includes the padding that keeps each
  * parameter 16-float aligned: it is zero in every buffer, and every rule
- * here maps zero parameter, gradient and state to zero, so it stays zero. */
+ * here maps zero parameter, gradient and state to zero, so it stays zero
+ * (except Adam with eps = 0, which makes it NaN as it would any parameter
+ * whose gradient is 0; no op reads the padding, and the optimizer never
+ * writes the gradient buffer, which the all-reduce covers). */
 #include "dgrad/optim.h"
 #include "impl.h"
 
