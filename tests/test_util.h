@@ -98,12 +98,12 @@ static inline dgt_cmp dgt_compare(const float *got, const float *ref, int64_t n,
     double worst_excess = -INFINITY;
     for (int64_t i = 0; i < n; i++) {
         double g = got[i], r = ref[i], d = fabs(g - r);
-        if (isnan(g) != isnan(r)) d = INFINITY;
-        else if (isnan(g)) d = 0;
+        if (isnan(g) != isnan(r)) d = INFINITY;        /* one NaN: off by any tolerance */
+        else if (isnan(g) || g == r) d = 0;            /* both NaN, or equal infinities */
         double rel = d / fmax(fabs(r), 1e-12);
         if (d > c.max_abs) c.max_abs = d;
         if (fabs(r) > 0 && rel > c.max_rel) c.max_rel = rel;
-        double excess = d - (atol + rtol * fabs(r));
+        double excess = isinf(d) ? INFINITY : d - (atol + rtol * fabs(r));
         if (excess > worst_excess) { worst_excess = excess; c.worst = i; }
         if (excess > 0) c.bad++;
     }

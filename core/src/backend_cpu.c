@@ -89,7 +89,7 @@ DG_HOT static void bin_row(dg_binop op, float *po, const float *pa, const float 
     case DG_BIN_MUL: BIN_LOOP(x * y); break;
     case DG_BIN_DIV: BIN_LOOP(x / y); break;
     case DG_BIN_COPY: BIN_LOOP(x); break;
-    case DG_BIN_RELU_BWD: BIN_LOOP(y > 0.0f ? x : 0.0f); break;
+    case DG_BIN_RELU_BWD: BIN_LOOP(y <= 0.0f ? 0.0f : x); break;   /* y NaN: x, as PyTorch */
     }
 }
 
@@ -124,7 +124,7 @@ static void cpu_binary(dg_binop op, const dg_tensor *out, const dg_tensor *a, co
 DG_HOT static void cpu_unary(dg_unop op, float *out, const float *a, int64_t n, float alpha) {
     switch (op) {
     case DG_UN_RELU:
-        for (int64_t i = 0; i < n; i++) out[i] = a[i] > 0.0f ? a[i] : 0.0f;
+        for (int64_t i = 0; i < n; i++) out[i] = a[i] < 0.0f ? 0.0f : a[i];   /* NaN, -0 stay */
         break;
     case DG_UN_EXP:
         for (int64_t i = 0; i < n; i++) out[i] = expf(a[i]);

@@ -661,8 +661,8 @@ DG_HOT void dg__cpu_bn_pool_fwd(float *out, int32_t *idx, float *mean, float *in
         for (int64_t i = 0; i < n; i++) {
             float *restrict o = out + (i * c + ch) * P;
             pool2x2_plane(o, idx + (i * c + ch) * P, x + (i * c + ch) * HW, oh, ow, wd, true, sc, sh);
-            if (relu)   /* as the relu op: NaN -> 0 */
-                for (int64_t j = 0; j < P; j++) o[j] = o[j] > 0.0f ? o[j] : 0.0f;
+            if (relu)   /* as the relu op: NaN and -0 stay */
+                for (int64_t j = 0; j < P; j++) o[j] = o[j] < 0.0f ? 0.0f : o[j];
         }
     }
 }

@@ -80,7 +80,7 @@ template <int OP> __device__ __forceinline__ float bin_apply(float x, float y) {
     case DG_BIN_MUL: return x * y;
     case DG_BIN_DIV: return x / y;
     case DG_BIN_COPY: return x;
-    default: return y > 0.0f ? x : 0.0f;   /* DG_BIN_RELU_BWD */
+    default: return y <= 0.0f ? 0.0f : x;   /* DG_BIN_RELU_BWD; y NaN: x, as PyTorch */
     }
 }
 
@@ -150,7 +150,7 @@ __global__ void unary_kernel(dg_unop op, float *out, const float *a, int64_t n, 
     GRID_STRIDE(i, n) {
         float x = a[i], y;
         switch (op) {
-        case DG_UN_RELU: y = x > 0.0f ? x : 0.0f; break;
+        case DG_UN_RELU: y = x < 0.0f ? 0.0f : x; break;   /* NaN, -0 stay */
         case DG_UN_EXP: y = expf(x); break;
         case DG_UN_LOG: y = logf(x); break;
         case DG_UN_SCALE: y = alpha * x; break;

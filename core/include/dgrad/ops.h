@@ -27,6 +27,7 @@ dg_tensor *dg_add_scalar(dg_tensor *a, float s);
 dg_tensor *dg_mul_scalar(dg_tensor *a, float s);
 dg_tensor *dg_neg(dg_tensor *a);
 
+/* max(a, 0) as torch.relu: NaN stays NaN (and passes its gradient), -0 stays -0. */
 dg_tensor *dg_relu(dg_tensor *a);
 dg_tensor *dg_exp(dg_tensor *a);
 dg_tensor *dg_log(dg_tensor *a);
