@@ -37,8 +37,7 @@ chmod +x "$dir/rsh"
 net="--mca plm_rsh_agent $dir/rsh --mca btl tcp,self --mca btl_tcp_if_include 10.213.0.0/24"
 net+=" --mca oob_tcp_if_include 10.213.0.0/24"
 two_hosts=(ip netns exec dgns1 "$dgrun" -n 2 --hosts 10.213.0.1:1,10.213.0.2:1 --mpirun-args "$net")
-field() { sed -E "s/.*\"$1\": \"?([^,\"}]*).*/\1/" <<<"$2"; }
-json() { grep '^{' "$1" | tail -n 1; }
+. "$(dirname "$0")/common.sh"
 
 if [ "$mode" = same ]; then
   args=(--data "$data" --epochs 1 --threads 1 --json --seed 3)
@@ -63,13 +62,7 @@ timeout 400 "${two_hosts[@]}" --max-restarts 1 --restart-delay 5 --timeout $comm
   "$bin" "${args[@]}" --checkpoint-dir "$dir/ck" >"$dir/run.out" 2>&1 &
 job=$!
 # inject the fault once the first checkpoint is there
-for _ in $(seq 600); do
-  [ -z "$(find "$dir/ck" -type f 2>/dev/null | head -n 1)" ] || break
-  kill -0 $job 2>/dev/null || break
-  sleep 0.1
-done
-kill -0 $job 2>/dev/null || { cat "$dir/run.out"; echo "FAIL: the run ended before the fault"; exit 1; }
-[ -n "$(find "$dir/ck" -type f | head -n 1)" ] || { echo "FAIL: no checkpoint after 60 s"; kill $job; exit 1; }
+wait_first_checkpoint "$dir/ck" $job || { cat "$dir/run.out"; kill $job 2>/dev/null; exit 1; }
 t0=$SECONDS
 if [ "$mode" = kill ]; then
   for p in $(ip netns pids dgns2); do

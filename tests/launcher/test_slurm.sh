@@ -13,8 +13,7 @@ set -eu
 mode=$1 bin=$2 data=$3 src=$4
 dir=$(mktemp -d)
 trap '"$src/scripts/slurm_local.sh" stop "$dir/slurm" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
-field() { sed -E "s/.*\"$1\": \"?([^,\"}]*).*/\1/" <<<"$2"; }
-json() { grep '^{' "$1" | tail -n 1; }
+. "$(dirname "$0")/common.sh"
 
 if [ "$mode" = kill ]; then   # the reference first, before Slurm is up
   args=(--data "$data" --epochs 3 --batch-size 32 --threads 1 --json --seed 3 --checkpoint-every 100)
@@ -49,17 +48,8 @@ fi
 mkdir -p "$dir/ck"
 submit "${args[@]}" --checkpoint-dir "$dir/ck" &
 job=$!
-for _ in $(seq 900); do   # the first checkpoint
-  [ -z "$(find "$dir/ck" -type f 2>/dev/null | head -n 1)" ] || break
-  kill -0 $job 2>/dev/null || break
-  sleep 0.1
-done
-kill -0 $job 2>/dev/null || { cat "$dir/job.out"; echo "FAIL: the job ended before the fault"; exit 1; }
-[ -n "$(find "$dir/ck" -type f | head -n 1)" ] || { echo "FAIL: no checkpoint after 90 s"; kill $job; exit 1; }
-victim=   # a rank: the program itself, not dgrun, srun or the batch script
-for p in $(pgrep -f -- "--checkpoint-dir $dir/ck\$"); do
-  [ "$(cat /proc/$p/comm 2>/dev/null)" = "$(basename "$bin" | cut -c1-15)" ] && victim=$p
-done
+wait_first_checkpoint "$dir/ck" $job 900 || { cat "$dir/job.out"; kill $job 2>/dev/null; exit 1; }
+victim=$(rank_pids "--checkpoint-dir $dir/ck\$" "$bin" | tail -n 1)   # a rank, not srun
 [ -n "$victim" ] || { echo "FAIL: no rank process found"; kill $job; exit 1; }
 kill -9 "$victim" && echo "killed rank pid $victim"
 t0=$SECONDS
