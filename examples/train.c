@@ -2,7 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "train.h"
 
-#include "dgrad/checkpoint.h"
+#include "dgrad/dist_checkpoint.h"
 #include "dgrad/data.h"
 #include "dgrad/ddp.h"
 #include "dgrad/graph.h"

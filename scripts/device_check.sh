@@ -170,12 +170,12 @@ manual_build() {
     else
         blas="-lopenblas"
     fi
-    local inc="-I$ROOT/core/include -I$ROOT/comm/include -I$ROOT/core/src -I$ROOT/comm/src"
+    local inc="-I$ROOT/core/include -I$ROOT/comm/include -I$ROOT/train/include -I$ROOT/core/src -I$ROOT/core/src/cpu -I$ROOT/core/src/cuda -I$ROOT/comm/src"
     [ -n "$P" ] && inc="$inc -I$P/usr/include" && blas="$blas -L$P/usr/lib/x86_64-linux-gnu -Wl,-rpath,$P/usr/lib/x86_64-linux-gnu"
     local cudainc=$CUDA_ROOT/include
     [ -f "$cudainc/cuda_runtime_api.h" ] || cudainc=$CUDA_ROOT/targets/x86_64-linux/include
     cflags="-O2 -std=c11 -Wall -Wextra -fno-math-errno -fPIC -DDG_HAVE_CUDA=1 $inc -I$cudainc $blas"
-    local srcs=("$ROOT"/core/src/*.c "$ROOT/comm/src/comm.c" "$ROOT/comm/src/comm_local.c" "$ROOT/comm/src/ddp.c")
+    local srcs=("$ROOT"/core/src/*.c "$ROOT"/core/src/{cpu,nn,io}/*.c "$ROOT"/comm/src/{comm,comm_local,ddp,dist_checkpoint}.c)
     local nccllib=""
     if [ -n "$NCCL_DIR" ] && [ -n "$NCCL_LIBDIR" ]; then
         cflags="$cflags -DDG_HAVE_NCCL=1 -I$NCCL_DIR/include"
@@ -187,7 +187,7 @@ manual_build() {
         # shellcheck disable=SC2086
         "$CC" $cflags -c "$f" -o "$o/obj/$(basename "$f").o" & pids+=($!)
     done
-    for f in "$ROOT"/core/src/*.cu; do
+    for f in "$ROOT"/core/src/cuda/*.cu; do
         # shellcheck disable=SC2086
         "$NVCC" -O3 -std=c++17 --fmad=false -allow-unsupported-compiler -gencode arch=compute_90,code=sm_90 \
             -gencode arch=compute_90,code=compute_90 -Xcompiler=-Wall,-Wextra,-fPIC \

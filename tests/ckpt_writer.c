@@ -14,7 +14,7 @@
  *                                   be ckpt-STEP and load with every value STEP
  * Exit status 0 on success, 1 with a message otherwise.
  */
-#include "dgrad/checkpoint.h"
+#include "dgrad/dist_checkpoint.h"
 #include "dgrad/nn.h"
 
 #include <stdio.h>

@@ -9,7 +9,7 @@
  * loads with none; corrupt stored buffers are caught by
  * dg_checkpoint_check_buffer. Exit 77 (skip) when dgrad has no protobuf-c. */
 #define _XOPEN_SOURCE 700
-#include "dgrad/checkpoint.h"
+#include "dgrad/dist_checkpoint.h"
 #include "dgrad/nn.h"
 #include "test_util.h"
 

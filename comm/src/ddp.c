@@ -152,8 +152,8 @@ static void stage_ready(dg_ddp *d, bool all) {
     while (d->next_stage < d->nbuckets) {
         bucket *b = &d->buckets[d->next_stage];
         if (!all && b->pending > 0) break;
-        d->be->to_host_async(d->stage + b->offset, g + b->offset, b->count * sizeof(float));
-        d->be->event_record(b->ev);
+        d->be->stream.to_host_async(d->stage + b->offset, g + b->offset, b->count * sizeof(float));
+        d->be->stream.event_record(b->ev);
         d->next_stage++;
     }
 }
@@ -164,9 +164,9 @@ static void launch_ready(dg_ddp *d, bool all) {
     while (!d->failed && d->next_launch < d->nbuckets) {
         bucket *b = &d->buckets[d->next_launch];
         if (!all && b->pending > 0) break;
-        if (d->path == PATH_STAGED && !d->be->event_done(b->ev)) {
+        if (d->path == PATH_STAGED && !d->be->stream.event_done(b->ev)) {
             if (!all) break;   /* its copy has not landed yet: a later hook */
-            d->be->event_wait(b->ev);
+            d->be->stream.event_wait(b->ev);
         }
         if (d->next_launch == 0) d->t_first_launch = now();
         dg_status st;
@@ -203,9 +203,9 @@ static dg_status broadcast_floats(dg_ddp *d, float *p, size_t n) {
     if (d->path != PATH_STAGED) return dg_comm_broadcast(d->comm, p, n, DG_COMM_F32, 0);
     float *h = malloc((n ? n : 1) * sizeof *h);
     if (!h) return dg_set_error("dg_ddp: out of memory staging %zu floats", n);
-    d->be->to_host(h, p, n * sizeof *h);
+    d->be->mem.to_host(h, p, n * sizeof *h);
     dg_status st = dg_comm_broadcast(d->comm, h, n, DG_COMM_F32, 0);
-    if (st == DG_OK) d->be->from_host(p, h, n * sizeof *h);   /* pageable: copied before return */
+    if (st == DG_OK) d->be->mem.from_host(p, h, n * sizeof *h);   /* pageable: copied before return */
     free(h);
     return st;
 }
@@ -214,16 +214,16 @@ static dg_status broadcast_floats(dg_ddp *d, float *p, size_t n) {
 static dg_status stage_new(dg_ddp *d) {
     size_t n;
     (void)dg_ctx_grad_buffer(d->ctx, &n);
-    d->stage = d->be->alloc_host((n ? n : 1) * sizeof(float));
+    d->stage = d->be->stream.alloc_host((n ? n : 1) * sizeof(float));
     if (!d->stage) return DG_ERR;
-    for (int k = 0; k < d->nbuckets; k++) d->buckets[k].ev = d->be->event_new();
+    for (int k = 0; k < d->nbuckets; k++) d->buckets[k].ev = d->be->stream.event_new();
     return DG_OK;
 }
 
 static void stage_free(dg_ddp *d) {
     if (d->path != PATH_STAGED) return;
-    if (d->stage) d->be->free_host(d->stage);   /* waits for the stream */
-    for (int k = 0; k < d->nbuckets; k++) d->be->event_free(d->buckets[k].ev);
+    if (d->stage) d->be->stream.free_host(d->stage);   /* waits for the stream */
+    for (int k = 0; k < d->nbuckets; k++) d->be->stream.event_free(d->buckets[k].ev);
     d->stage = NULL;
 }
 
@@ -242,7 +242,7 @@ dg_status dg_ddp_new(dg_ddp **out, dg_ctx *ctx, dg_comm *comm, dg_ddp_opts opts)
               : dg_comm_is_device(comm)    ? PATH_DEVICE
                                            : PATH_STAGED;
     if (d->path == PATH_STAGED &&
-        !(d->be->alloc_host && d->be->to_host_async && d->be->event_new)) {
+        !(d->be->stream.alloc_host && d->be->stream.to_host_async && d->be->stream.event_new)) {
         dg_set_error("dg_ddp_new: the %s backend cannot stage gradients through the host "
                      "for the %s communicator", d->be->name, dg_comm_backend_name(comm));
         free(d);
@@ -304,7 +304,7 @@ dg_status dg_ddp_backward(dg_ddp *d, dg_tensor *loss) {
          * come after these on the stream, so stage is not overwritten early */
         float *g = dg_ctx_grad_buffer(d->ctx, NULL);
         for (int k = 0; k < d->nbuckets; k++)
-            d->be->from_host(g + d->buckets[k].offset, d->stage + d->buckets[k].offset,
+            d->be->mem.from_host(g + d->buckets[k].offset, d->stage + d->buckets[k].offset,
                              d->buckets[k].count * sizeof(float));
     }
     dg_timeline_end(d->tl, DG_TIMELINE_COMPUTE);

@@ -76,7 +76,7 @@ dg_status dg_backward(dg_tensor *loss) {
     ctx->bw_gen++;
     if (loss->is_param) {   /* d loss / d loss = 1, added to the gradient */
         dg_tensor *one = dg_full(ctx, 0, NULL, 1.0f);
-        ctx->be->binary(DG_BIN_COPY, loss->grad, one, one, 1.0f, true);
+        ctx->be->math.binary(DG_BIN_COPY, loss->grad, one, one, 1.0f, true);
         if (ctx->grad_ready) ctx->grad_ready(loss, ctx->grad_ready_user);
         return DG_OK;
     }
@@ -86,7 +86,7 @@ dg_status dg_backward(dg_tensor *loss) {
         return dg_set_error("dg_backward: trying to backward through the graph a second time "
                             "(its intermediate results are already consumed)");
     if (!loss->grad) loss->grad = dg__tensor_alloc(ctx, DG_F32, loss->ndim, loss->shape);
-    ctx->be->fill(loss->grad->data, 1, 1.0f);
+    ctx->be->mem.fill(loss->grad->data, 1, 1.0f);
     loss->grad_gen = ctx->bw_gen;
     bool saved_mode = ctx->grad_enabled;
     ctx->grad_enabled = false;   /* backward itself records nothing */

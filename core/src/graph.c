@@ -34,8 +34,8 @@ struct dg_graph {
 };
 
 bool dg_graph_supported(const dg_ctx *ctx) {
-    return ctx && ctx->be->capture_begin && ctx->be->capture_end && ctx->be->graph_launch &&
-           ctx->be->graph_free;
+    return ctx && ctx->be->stream.capture_begin && ctx->be->stream.capture_end && ctx->be->stream.graph_launch &&
+           ctx->be->stream.graph_free;
 }
 
 void dg__graph_fail(dg_ctx *ctx, const char *fmt, ...) {
@@ -67,7 +67,7 @@ void dg__graph_on_replay(dg_ctx *ctx, dg_replay_hook fn, void *user) {
 }
 
 static void graph_release(dg_graph *g) {
-    if (g->exec) g->ctx->be->graph_free(g->exec);   /* waits for the stream */
+    if (g->exec) g->ctx->be->stream.graph_free(g->exec);   /* waits for the stream */
     dg_arena_release(&g->arena);
     graph_output *o = g->outputs;
     while (o) {
@@ -98,7 +98,7 @@ dg_status dg_graph_begin_capture(dg_ctx *ctx) {
     dg_arena_reset(&g->arena);
     g->saved = ctx->data;
     ctx->data = g->arena;
-    if (!ctx->be->capture_begin()) {
+    if (!ctx->be->stream.capture_begin()) {
         g->arena = ctx->data;
         ctx->data = g->saved;
         graph_release(g);
@@ -114,7 +114,7 @@ dg_status dg_graph_end_capture(dg_ctx *ctx, dg_graph **out) {
     *out = NULL;
     if (!ctx || !ctx->capture) return dg_set_error("%s: no capture under way", fn);
     dg_graph *g = ctx->capture;
-    g->exec = ctx->be->capture_end();
+    g->exec = ctx->be->stream.capture_end();
     ctx->capture = NULL;
     g->arena = ctx->data;
     ctx->data = g->saved;
@@ -160,10 +160,10 @@ dg_status dg_graph_replay(dg_graph *g) {
     const dg_backend *be = g->ctx->be;
     if (g->ctx->capture) return dg_set_error("dg_graph_replay: a capture is under way");
     for (int i = 0; i < g->nhooks; i++) g->hooks[i].fn(g->hooks[i].user);
-    be->graph_launch(g->exec);
+    be->stream.graph_launch(g->exec);
     g->ctx->i32_writes++;   /* the replay may write int32 tensors: ranges are stale */
     for (graph_output *o = g->outputs; o; o = o->next)
-        if (o->sum) be->binary(DG_BIN_ADD, o->sum, o->sum, &o->t, 1.0f, false);
+        if (o->sum) be->math.binary(DG_BIN_ADD, o->sum, o->sum, &o->t, 1.0f, false);
     g->replays++;
     return DG_OK;
 }

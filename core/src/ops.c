@@ -37,7 +37,7 @@ static int norm_dim(const char *op, const dg_tensor *t, int dim) {
 static dg_tensor *grad_slot_zeroed(dg_tensor *t) {
     bool acc;
     dg_tensor *g = dg__grad_slot(t, &acc);
-    if (g && !acc) BE(t)->memset0(g->data, (size_t)dg_numel(g) * sizeof(float));
+    if (g && !acc) BE(t)->mem.memset0(g->data, (size_t)dg_numel(g) * sizeof(float));
     return g;
 }
 
@@ -98,7 +98,7 @@ static void reduce_dims(dg_ctx *ctx, float *out, const float *in, int ndim, cons
         d = e + 1;
     }
     if (nruns == 0) {
-        ctx->be->reduce_sum(out, in, prod(shape, 0, ndim), 1, 1, scale, acc);
+        ctx->be->math.reduce_sum(out, in, prod(shape, 0, ndim), 1, 1, scale, acc);
         return;
     }
     const float *src = in;
@@ -106,7 +106,7 @@ static void reduce_dims(dg_ctx *ctx, float *out, const float *in, int ndim, cons
         int s = runs[r][0], e = runs[r][1];
         int64_t outer = prod(shape, 0, s), n = prod(shape, s, e + 1), inner = prod(shape, e + 1, ndim);
         float *dst = r == 0 ? out : dg_arena_alloc(&ctx->data, (size_t)(outer * inner) * sizeof(float));
-        ctx->be->reduce_sum(dst, src, outer, n, inner, r == 0 ? scale : 1.0f, r == 0 ? acc : false);
+        ctx->be->math.reduce_sum(dst, src, outer, n, inner, r == 0 ? scale : 1.0f, r == 0 ? acc : false);
         for (int d = s; d <= e; d++) shape[d] = 1;
         src = dst;
     }
@@ -123,11 +123,11 @@ static void grad_bcast(dg_tensor *t, dg_binop op, const dg_tensor *x, const dg_t
     dg_tensor ey = y ? expand(y, ndim, shape) : ex;
     if (prod(shape, 0, ndim) == dg_numel(t) && t->ndim <= ndim) {
         dg_tensor eg = expand(g, ndim, shape);   /* same numel: no broadcast */
-        BE(t)->binary(op, &eg, &ex, &ey, alpha, acc);
+        BE(t)->math.binary(op, &eg, &ex, &ey, alpha, acc);
         return;
     }
     dg_tensor *full = dg__tensor_alloc(t->ctx, DG_F32, ndim, shape);
-    BE(t)->binary(op, full, &ex, &ey, alpha, false);
+    BE(t)->math.binary(op, full, &ex, &ey, alpha, false);
     bool red[DG_MAX_DIMS];
     int off = ndim - t->ndim;
     for (int d = 0; d < ndim; d++) red[d] = d < off || t->shape[d - off] == 1;
@@ -157,7 +157,7 @@ static void binary_backward(dg_node *n) {
         grad_bcast(a, DG_BIN_DIV, go, b, 1.0f, nd, s);
         if (b->requires_grad) {   /* d(a/b)/db = -out / b */
             dg_tensor *t = dg__tensor_alloc(out->ctx, DG_F32, nd, s);
-            BE(out)->binary(DG_BIN_MUL, t, go, out, 1.0f, false);
+            BE(out)->math.binary(DG_BIN_MUL, t, go, out, 1.0f, false);
             grad_bcast(b, DG_BIN_DIV, t, b, -1.0f, nd, s);
         }
         break;
@@ -174,7 +174,7 @@ static dg_tensor *binary_op(const char *name, dg_binop op, dg_tensor *a, dg_tens
     if (!broadcast_shapes(name, a, b, &nd, shape)) return NULL;
     dg_tensor *out = dg__tensor_alloc(a->ctx, DG_F32, nd, shape);
     dg_tensor ea = expand(a, nd, shape), eb = expand(b, nd, shape);
-    BE(a)->binary(op, out, &ea, &eb, 1.0f, false);
+    BE(a)->math.binary(op, out, &ea, &eb, 1.0f, false);
     dg_tensor *in[2] = { a, b };
     if (dg__needs_grad(a->ctx, 2, in)) {
         dg_node *n = dg__record(a->ctx, name, binary_backward, out, 2, in);
@@ -200,7 +200,7 @@ dg_tensor *dg_contiguous(dg_tensor *a) {
     if (dg_is_contiguous(a)) return a;
     dg_tensor *out = dg__tensor_alloc(a->ctx, a->dtype, a->ndim, a->shape);
     if (a->dtype == DG_F32) {
-        BE(a)->binary(DG_BIN_COPY, out, a, a, 1.0f, false);
+        BE(a)->math.binary(DG_BIN_COPY, out, a, a, 1.0f, false);
     } else {   /* integer views: rare, go element by element through the host */
         DG_ASSERT(a->device == DG_CPU);
         size_t es = dg_dtype_size(a->dtype);
@@ -237,7 +237,7 @@ static dg_tensor *unary_op(const char *name, dg_unop op, dg_tensor *a, float alp
     if (!a || !check_float(name, a)) return NULL;
     dg_tensor *x = dg_contiguous(a);
     dg_tensor *out = dg__tensor_alloc(a->ctx, DG_F32, a->ndim, a->shape);
-    BE(a)->unary(op, out->data, x->data, dg_numel(a), alpha);
+    BE(a)->math.unary(op, out->data, x->data, dg_numel(a), alpha);
     if (dg__needs_grad(a->ctx, 1, &x)) {
         dg_node *n = dg__record(a->ctx, name, unary_backward, out, 1, &x);
         n->i[0] = op;
@@ -307,7 +307,7 @@ static void batched_gemm(const dg_backend *be, int nb, const int64_t *bshape,
             offb += idx[d] * b->stride[d];
             offc += idx[d] * c->stride[d];
         }
-        be->gemm(oa.trans != ta, ob.trans != tb, m, n, k, alpha,
+        be->math.gemm(oa.trans != ta, ob.trans != tb, m, n, k, alpha,
                  (const float *)a->data + offa, oa.ld, (const float *)b->data + offb, ob.ld,
                  acc ? 1.0f : 0.0f, (float *)c->data + offc, ldc);
         for (int d = nb - 1; d >= 0; d--) {
@@ -461,13 +461,13 @@ static void linear_backward(dg_node *n) {
     bool acc;
     dg_tensor *g;
     if ((g = dg__grad_slot(x, &acc)))   /* dx = dy W */
-        be->gemm(false, false, rows, in_f, out_f, 1.0f, go->data, out_f, w->data, in_f,
+        be->math.gemm(false, false, rows, in_f, out_f, 1.0f, go->data, out_f, w->data, in_f,
                  acc ? 1.0f : 0.0f, g->data, in_f);
     if ((g = dg__grad_slot(w, &acc)))   /* dW = dy^T x */
-        be->gemm(true, false, out_f, in_f, rows, 1.0f, go->data, out_f, x->data, in_f,
+        be->math.gemm(true, false, out_f, in_f, rows, 1.0f, go->data, out_f, x->data, in_f,
                  acc ? 1.0f : 0.0f, g->data, in_f);
     if (bias && (g = dg__grad_slot(bias, &acc)))   /* db = sum_rows dy */
-        be->reduce_sum(g->data, go->data, 1, rows, out_f, 1.0f, acc);
+        be->math.reduce_sum(g->data, go->data, 1, rows, out_f, 1.0f, acc);
 }
 
 dg_tensor *dg_linear(dg_tensor *x, dg_tensor *weight, dg_tensor *bias) {
@@ -495,9 +495,9 @@ dg_tensor *dg_linear(dg_tensor *x, dg_tensor *weight, dg_tensor *bias) {
     dg_tensor *out = dg__tensor_alloc(x->ctx, DG_F32, x->ndim, shape);
     if (bias) {   /* out = bias (each row), then out += x W^T */
         dg_tensor eb = expand(bias, out->ndim, out->shape);
-        BE(x)->binary(DG_BIN_COPY, out, &eb, &eb, 1.0f, false);
+        BE(x)->math.binary(DG_BIN_COPY, out, &eb, &eb, 1.0f, false);
     }
-    BE(x)->gemm(false, true, rows, out_f, in_f, 1.0f, x->data, in_f, weight->data, in_f,
+    BE(x)->math.gemm(false, true, rows, out_f, in_f, 1.0f, x->data, in_f, weight->data, in_f,
                 bias ? 1.0f : 0.0f, out->data, out_f);
     dg_tensor *in[3] = { x, weight, bias };
     if (dg__needs_grad(x->ctx, 3, in)) dg__record(x->ctx, name, linear_backward, out, bias ? 3 : 2, in);
@@ -579,7 +579,7 @@ dg_tensor *dg_argmax(dg_tensor *a, int dim, bool keepdim) {
     }
     dg_tensor *out = dg__tensor_alloc(a->ctx, DG_I32, nd, shape);
     int64_t D = a->ndim ? a->shape[d] : 1;
-    BE(a)->argmax(out->data, x->data, prod(a->shape, 0, d), D, prod(a->shape, d + 1, a->ndim));
+    BE(a)->math.argmax(out->data, x->data, prod(a->shape, 0, d), D, prod(a->shape, d + 1, a->ndim));
     return out;
 }
 
@@ -590,7 +590,7 @@ static void softmax_backward(dg_node *n) {
     bool acc;
     dg_tensor *g = dg__grad_slot(a, &acc);
     if (g)
-        BE(a)->softmax_bwd(g->data, out->grad->data, out->data, n->i[0], n->i[1], n->i[2],
+        BE(a)->math.softmax_bwd(g->data, out->grad->data, out->data, n->i[0], n->i[1], n->i[2],
                            n->i[3], acc);
 }
 
@@ -602,7 +602,7 @@ static dg_tensor *softmax_op(const char *name, dg_tensor *a, int dim, bool log) 
     dg_tensor *out = dg__tensor_alloc(a->ctx, DG_F32, a->ndim, a->shape);
     int64_t outer = prod(a->shape, 0, d), D = a->ndim ? a->shape[d] : 1;
     int64_t inner = prod(a->shape, d + 1, a->ndim);
-    BE(a)->softmax(out->data, x->data, outer, D, inner, log);
+    BE(a)->math.softmax(out->data, x->data, outer, D, inner, log);
     if (dg__needs_grad(a->ctx, 1, &x)) {
         dg_node *n = dg__record(a->ctx, name, softmax_backward, out, 1, &x);
         n->i[0] = outer; n->i[1] = D; n->i[2] = inner; n->i[3] = log;
@@ -618,7 +618,7 @@ static void cross_entropy_backward(dg_node *n) {
     bool acc;
     dg_tensor *g = dg__grad_slot(x, &acc);
     if (g)
-        BE(x)->cross_entropy_bwd(g->data, n->out->grad->data, n->saved[1]->data, n->saved[0]->data,
+        BE(x)->math.cross_entropy_bwd(g->data, n->out->grad->data, n->saved[1]->data, n->saved[0]->data,
                                  x->data, t->data, x->shape[0], x->shape[1], (int)n->i[0], acc);
 }
 
@@ -642,7 +642,7 @@ dg_tensor *dg_cross_entropy_ex(dg_tensor *logits, dg_tensor *target, int ignore_
     dg_tensor *loss = dg__tensor_alloc(x->ctx, DG_F32, 0, NULL);
     dg_tensor *count = dg__tensor_alloc(x->ctx, DG_F32, 1, &one);
     dg_tensor *lse = dg__tensor_alloc(x->ctx, DG_F32, 1, &n);
-    int64_t bad = BE(x)->cross_entropy(loss->data, count->data, lse->data, x->data, target->data,
+    int64_t bad = BE(x)->math.cross_entropy(loss->data, count->data, lse->data, x->data, target->data,
                                        n, c, ignore_index, dg__values_below(target, c));
     if (bad >= 0) {
         dg_set_error("%s: target[%lld] = %d is out of range for %lld classes", name, (long long)bad,
@@ -743,7 +743,7 @@ static void permute_backward(dg_node *n) {
         gv.shape[d] = g->shape[n->i[d]];
         gv.stride[d] = g->stride[n->i[d]];
     }
-    BE(a)->binary(DG_BIN_COPY, &gv, go, go, 1.0f, acc);
+    BE(a)->math.binary(DG_BIN_COPY, &gv, go, go, 1.0f, acc);
 }
 
 dg_tensor *dg_permute(dg_tensor *a, const int *perm) {
@@ -792,7 +792,7 @@ static void slice_backward(dg_node *n) {
     dg_tensor gv = *g;
     gv.shape[d] = n->i[2];
     gv.data = (float *)g->data + n->i[1] * g->stride[d];
-    BE(a)->binary(DG_BIN_COPY, &gv, go, go, 1.0f, true);
+    BE(a)->math.binary(DG_BIN_COPY, &gv, go, go, 1.0f, true);
 }
 
 dg_tensor *dg_slice(dg_tensor *a, int dim, int64_t start, int64_t length) {

@@ -40,7 +40,7 @@ static void swap01(dg_ctx *ctx, float *dst, const float *src, int64_t a, int64_t
     i.stride[0] = p;
     i.stride[1] = a * p;
     i.data = (void *)src;
-    ctx->be->binary(DG_BIN_COPY, &o, &i, &i, 1.0f, false);
+    ctx->be->math.binary(DG_BIN_COPY, &o, &i, &i, 1.0f, false);
 }
 
 /* ---- conv2d ------------------------------------------------------------------- */
@@ -96,17 +96,17 @@ static void conv2d_backward(dg_node *n) {
         }
         bool first = n0 == 0;
         if (gw) {
-            be->im2col(col, xc, &gc);
+            be->cnn.im2col(col, xc, &gc);
             for (int64_t k = 0; k < G; k++)
-                be->gemm(false, true, OCg, Kg, NP, 1.0f, gT + k * OCg * NP, NP, col + k * Kg * NP, NP,
+                be->math.gemm(false, true, OCg, Kg, NP, 1.0f, gT + k * OCg * NP, NP, col + k * Kg * NP, NP,
                          (aw || !first) ? 1.0f : 0.0f, (float *)gw->data + k * OCg * Kg, Kg);
         }
-        if (gb) be->reduce_sum(gb->data, gT, OC, NP, 1, 1.0f, ab || !first);
+        if (gb) be->math.reduce_sum(gb->data, gT, OC, NP, 1, 1.0f, ab || !first);
         if (gx) {
             for (int64_t k = 0; k < G; k++)
-                be->gemm(true, false, Kg, NP, OCg, 1.0f, (const float *)w->data + k * OCg * Kg, Kg,
+                be->math.gemm(true, false, Kg, NP, OCg, 1.0f, (const float *)w->data + k * OCg * Kg, Kg,
                          gT + k * OCg * NP, NP, 0.0f, dcol + k * Kg * NP, NP);
-            be->col2im((float *)gx->data + n0 * g.c * g.h * g.w, dcol, &gc, ax);
+            be->cnn.col2im((float *)gx->data + n0 * g.c * g.h * g.w, dcol, &gc, ax);
         }
     }
 }
@@ -175,7 +175,7 @@ dg_tensor *dg_conv2d(dg_tensor *x, dg_tensor *w, dg_tensor *b, const int64_t *st
         dg_conv_geom gc = g;
         gc.n = n0 + nc <= g.n ? nc : g.n - n0;
         int64_t NP = gc.n * P;
-        be->im2col(col, (const float *)x->data + n0 * g.c * g.h * g.w, &gc);
+        be->cnn.im2col(col, (const float *)x->data + n0 * g.c * g.h * g.w, &gc);
         const bool transpose = gc.n > 1 && !per_image;
         /* blocks: per image [OC, P] of out, or the chunk's [OC, NP] of outT */
         const int64_t nb = transpose ? 1 : gc.n, cols = transpose ? NP : P;
@@ -188,10 +188,10 @@ dg_tensor *dg_conv2d(dg_tensor *x, dg_tensor *w, dg_tensor *b, const int64_t *st
                 eb.stride[0] = 1;
                 eb.stride[1] = 0;
                 eb.data = b->data;
-                be->binary(DG_BIN_COPY, &o, &eb, &eb, 1.0f, false);
+                be->math.binary(DG_BIN_COPY, &o, &eb, &eb, 1.0f, false);
             }
             for (int64_t k = 0; k < groups; k++)
-                be->gemm(false, false, OCg, cols, Kg, 1.0f, (const float *)w->data + k * OCg * Kg, Kg,
+                be->math.gemm(false, false, OCg, cols, Kg, 1.0f, (const float *)w->data + k * OCg * Kg, Kg,
                          col + k * Kg * NP + i * P, NP, b ? 1.0f : 0.0f, dst + k * OCg * cols, cols);
         }
         if (transpose) swap01(ctx, (float *)out->data + n0 * OC * P, outT, gc.n, OC, P);
@@ -265,7 +265,7 @@ static void maxpool_backward(dg_node *n) {
     dg_tensor *gx = dg__grad_slot(x, &acc);
     if (!gx) return;
     dg_conv_geom g = load_geom(n);
-    BE(x)->maxpool_bwd(gx->data, n->out->grad->data, n->saved[0]->data, &g, acc);
+    BE(x)->cnn.maxpool_bwd(gx->data, n->out->grad->data, n->saved[0]->data, &g, acc);
 }
 
 static void avgpool_backward(dg_node *n) {
@@ -274,7 +274,7 @@ static void avgpool_backward(dg_node *n) {
     dg_tensor *gx = dg__grad_slot(x, &acc);
     if (!gx) return;
     dg_conv_geom g = load_geom(n);
-    BE(x)->avgpool_bwd(gx->data, n->out->grad->data, &g, acc);
+    BE(x)->cnn.avgpool_bwd(gx->data, n->out->grad->data, &g, acc);
 }
 
 static dg_tensor *pool_op(const char *name, bool max, dg_tensor *x, const int64_t *kernel,
@@ -293,9 +293,9 @@ static dg_tensor *pool_op(const char *name, bool max, dg_tensor *x, const int64_
     dg_tensor *idx = NULL;
     if (max) {
         idx = dg__tensor_alloc(ctx, DG_I32, 4, os);
-        ctx->be->maxpool_fwd(out->data, idx->data, x->data, &g);
+        ctx->be->cnn.maxpool_fwd(out->data, idx->data, x->data, &g);
     } else {
-        ctx->be->avgpool_fwd(out->data, x->data, &g);
+        ctx->be->cnn.avgpool_fwd(out->data, x->data, &g);
     }
     if (dg__needs_grad(ctx, 1, &x)) {
         dg_node *n = dg__record(ctx, name, max ? maxpool_backward : avgpool_backward, out, 1, &x);
@@ -322,7 +322,7 @@ static void dropout_backward(dg_node *n) {
     bool acc;
     dg_tensor *gx = dg__grad_slot(x, &acc);
     if (!gx) return;
-    BE(x)->binary(DG_BIN_MUL, gx, n->out->grad, n->saved[0], 1.0f, acc);
+    BE(x)->math.binary(DG_BIN_MUL, gx, n->out->grad, n->saved[0], 1.0f, acc);
 }
 
 dg_tensor *dg_dropout(dg_tensor *x, float p, bool training) {
@@ -335,9 +335,9 @@ dg_tensor *dg_dropout(dg_tensor *x, float p, bool training) {
     x = dg_contiguous(x);
     dg_ctx *ctx = x->ctx;
     dg_tensor *mask = dg__tensor_alloc(ctx, DG_F32, x->ndim, x->shape);
-    ctx->be->dropout_mask(mask->data, dg_numel(x), p, dg_rand_u64(ctx));
+    ctx->be->cnn.dropout_mask(mask->data, dg_numel(x), p, dg_rand_u64(ctx));
     dg_tensor *out = dg__tensor_alloc(ctx, DG_F32, x->ndim, x->shape);
-    ctx->be->binary(DG_BIN_MUL, out, x, mask, 1.0f, false);
+    ctx->be->math.binary(DG_BIN_MUL, out, x, mask, 1.0f, false);
     if (dg__needs_grad(ctx, 1, &x)) {
         dg_node *n = dg__record(ctx, "dg_dropout", dropout_backward, out, 1, &x);
         n->saved[0] = mask;
@@ -353,7 +353,7 @@ static void bn_backward(dg_node *n) {
     int64_t N = x->shape[0], C = x->shape[1], HW = dg_numel(x) / (N * C);
     bool ax, aw, ab;
     dg_tensor *gx = dg__grad_slot(x, &ax), *gw = dg__grad_slot(w, &aw), *gb = dg__grad_slot(b, &ab);
-    BE(x)->bn_bwd(gx ? gx->data : NULL, gw ? gw->data : NULL, gb ? gb->data : NULL,
+    BE(x)->cnn.bn_bwd(gx ? gx->data : NULL, gw ? gw->data : NULL, gb ? gb->data : NULL,
                   n->out->grad->data, x->data, n->saved[0]->data, n->saved[1]->data,
                   w ? w->data : NULL, N, C, HW, n->i[0] != 0, ax, aw, ab);
 }
@@ -402,12 +402,12 @@ dg_tensor *dg_batch_norm2d(dg_tensor *x, dg_tensor *running_mean, dg_tensor *run
     dg_tensor *out = dg__tensor_alloc(ctx, DG_F32, x->ndim, x->shape);
     float *rm = running_mean ? running_mean->data : NULL, *rv = running_var ? running_var->data : NULL;
     const float *wd = weight ? weight->data : NULL, *bd = bias ? bias->data : NULL;
-    if (training && be->bn_stats_fwd) {
-        be->bn_stats_fwd(out->data, mean->data, invstd->data, rm, rv, x->data, wd, bd, N, C, HW,
+    if (training && be->cnn.bn_stats_fwd) {
+        be->cnn.bn_stats_fwd(out->data, mean->data, invstd->data, rm, rv, x->data, wd, bd, N, C, HW,
                          momentum, eps);
     } else {
-        be->bn_stats(mean->data, invstd->data, rm, rv, x->data, N, C, HW, momentum, eps, training);
-        be->bn_fwd(out->data, x->data, mean->data, invstd->data, wd, bd, N, C, HW);
+        be->cnn.bn_stats(mean->data, invstd->data, rm, rv, x->data, N, C, HW, momentum, eps, training);
+        be->cnn.bn_fwd(out->data, x->data, mean->data, invstd->data, wd, bd, N, C, HW);
     }
     dg_tensor *in[3] = { x, weight, bias };
     if (dg__needs_grad(ctx, 3, in)) {
@@ -424,7 +424,7 @@ dg_tensor *dg_batch_norm2d(dg_tensor *x, dg_tensor *running_mean, dg_tensor *run
 
 bool dg__bn_pool_fusable(const dg_tensor *x, const dg_tensor *running_mean, const dg_tensor *weight,
                          bool training) {
-    if (!x || x->ndim != 4 || x->dtype != DG_F32 || !x->ctx->be->bn_pool_fwd) return false;
+    if (!x || x->ndim != 4 || x->dtype != DG_F32 || !x->ctx->be->cnn.bn_pool_fwd) return false;
     if (!dg_is_contiguous(x) || !running_mean) return false;
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     if (N <= 0 || H < 2 || W < 2 || H % 2 || W % 2 || running_mean->shape[0] != C) return false;
@@ -444,16 +444,16 @@ static void bn_pool_backward(dg_node *n) {
     if (n->i[1]) {   /* relu: the gradient where the output is > 0 */
         dg_tensor g = *n->out->grad;
         g.data = fbuf(ctx, dg_numel(n->out));
-        ctx->be->binary(DG_BIN_RELU_BWD, &g, n->out->grad, n->out, 1.0f, false);
+        ctx->be->math.binary(DG_BIN_RELU_BWD, &g, n->out->grad, n->out, 1.0f, false);
         gout = g.data;
     }
-    ctx->be->bn_pool_bwd(dx, gw ? gw->data : NULL, gb ? gb->data : NULL, gout,
+    ctx->be->cnn.bn_pool_bwd(dx, gw ? gw->data : NULL, gb ? gb->data : NULL, gout,
                          n->saved[1]->data, x->data, st, st + C, w ? w->data : NULL, N, C, H, W,
                          n->i[0] != 0, aw, ab);
     if (gx && ax) {
         dg_tensor t = *gx;
         t.data = dx;
-        ctx->be->binary(DG_BIN_COPY, gx, &t, &t, 1.0f, true);
+        ctx->be->math.binary(DG_BIN_COPY, gx, &t, &t, 1.0f, true);
     }
 }
 
@@ -468,7 +468,7 @@ dg_tensor *dg__batch_norm_max_pool2x2(dg_tensor *x, dg_tensor *running_mean, dg_
     dg_tensor *idx = dg__tensor_alloc(ctx, DG_I32, 4, os);
     dg_tensor *stats = dg__tensor_alloc(ctx, DG_F32, 1, &two_c);
     float *st = stats->data;
-    ctx->be->bn_pool_fwd(out->data, idx->data, st, st + C, running_mean->data, running_var->data,
+    ctx->be->cnn.bn_pool_fwd(out->data, idx->data, st, st + C, running_mean->data, running_var->data,
                          x->data, weight ? weight->data : NULL, bias ? bias->data : NULL, N, C, H,
                          W, momentum, eps, training, relu);
     dg_tensor *in[3] = { x, weight, bias };

@@ -26,12 +26,12 @@ const dg_backend *dg_backend_get(dg_device device) {
 /* ---- arena ------------------------------------------------------------- */
 
 static void *arena_sys_alloc(const dg_backend *be, size_t n) {
-    if (be) return be->alloc(n);
+    if (be) return be->mem.alloc(n);
     return aligned_alloc(DG_ALIGN, (n + DG_ALIGN - 1) / DG_ALIGN * DG_ALIGN);
 }
 
 static void arena_sys_free(const dg_backend *be, void *p) {
-    if (be) be->free(p);
+    if (be) be->mem.free(p);
     else free(p);
 }
 
@@ -125,12 +125,12 @@ void dg_ctx_free(dg_ctx *ctx) {
         free(ctx->params[i]);
     }
     free(ctx->params);
-    if (ctx->param_buf) ctx->be->free(ctx->param_buf);
-    if (ctx->grad_buf) ctx->be->free(ctx->grad_buf);
+    if (ctx->param_buf) ctx->be->mem.free(ctx->param_buf);
+    if (ctx->grad_buf) ctx->be->mem.free(ctx->grad_buf);
     dg_persist *p = ctx->persist;
     while (p) {
         dg_persist *next = p->next;
-        if (p->data) ctx->be->free(p->data);
+        if (p->data) ctx->be->mem.free(p->data);
         free(p->header);
         free(p);
         p = next;
@@ -300,13 +300,13 @@ dg_tensor *dg_tensor_new(dg_ctx *ctx, dg_dtype dtype, int ndim, const int64_t *s
 
 dg_tensor *dg_zeros(dg_ctx *ctx, dg_dtype dtype, int ndim, const int64_t *shape) {
     dg_tensor *t = dg_tensor_new(ctx, dtype, ndim, shape);
-    if (t) ctx->be->memset0(t->data, (size_t)dg_numel(t) * dg_dtype_size(dtype));
+    if (t) ctx->be->mem.memset0(t->data, (size_t)dg_numel(t) * dg_dtype_size(dtype));
     return t;
 }
 
 dg_tensor *dg_full(dg_ctx *ctx, int ndim, const int64_t *shape, float value) {
     dg_tensor *t = dg_tensor_new(ctx, DG_F32, ndim, shape);
-    if (t) ctx->be->fill(t->data, dg_numel(t), value);
+    if (t) ctx->be->mem.fill(t->data, dg_numel(t), value);
     return t;
 }
 
@@ -343,7 +343,7 @@ dg_tensor *dg_tensor_from(dg_ctx *ctx, dg_dtype dtype, int ndim, const int64_t *
                           const void *host_data) {
     dg_tensor *t = dg_tensor_new(ctx, dtype, ndim, shape);
     if (t) {
-        ctx->be->from_host(t->data, host_data, (size_t)dg_numel(t) * dg_dtype_size(dtype));
+        ctx->be->mem.from_host(t->data, host_data, (size_t)dg_numel(t) * dg_dtype_size(dtype));
         range_from_host(t, host_data);
     }
     return t;
@@ -364,9 +364,9 @@ void *dg__ctx_calloc(dg_ctx *ctx, size_t nbytes) {
 static dg_persist *persist_new(dg_ctx *ctx, size_t nbytes) {
     dg_persist *p = calloc(1, sizeof *p);
     DG_ASSERT(p != NULL);
-    p->data = ctx->be->alloc(nbytes ? nbytes : 1);
+    p->data = ctx->be->mem.alloc(nbytes ? nbytes : 1);
     DG_ASSERT(p->data != NULL);
-    ctx->be->memset0(p->data, nbytes ? nbytes : 1);
+    ctx->be->mem.memset0(p->data, nbytes ? nbytes : 1);
     p->next = ctx->persist;
     ctx->persist = p;
     return p;
@@ -390,16 +390,16 @@ dg_tensor *dg_tensor_persistent(dg_ctx *ctx, dg_dtype dtype, int ndim, const int
 static void params_grow(dg_ctx *ctx, size_t need) {
     size_t cap = ctx->param_cap ? ctx->param_cap : 4096;
     while (cap < need) cap *= 2;
-    float *p = ctx->be->alloc(cap * sizeof(float));
-    float *g = ctx->be->alloc(cap * sizeof(float));
+    float *p = ctx->be->mem.alloc(cap * sizeof(float));
+    float *g = ctx->be->mem.alloc(cap * sizeof(float));
     DG_ASSERT(p != NULL && g != NULL);
-    ctx->be->memset0(p, cap * sizeof(float));
-    ctx->be->memset0(g, cap * sizeof(float));
+    ctx->be->mem.memset0(p, cap * sizeof(float));
+    ctx->be->mem.memset0(g, cap * sizeof(float));
     if (ctx->param_buf) {
-        ctx->be->copy(p, ctx->param_buf, ctx->param_numel * sizeof(float));
-        ctx->be->copy(g, ctx->grad_buf, ctx->param_numel * sizeof(float));
-        ctx->be->free(ctx->param_buf);
-        ctx->be->free(ctx->grad_buf);
+        ctx->be->mem.copy(p, ctx->param_buf, ctx->param_numel * sizeof(float));
+        ctx->be->mem.copy(g, ctx->grad_buf, ctx->param_numel * sizeof(float));
+        ctx->be->mem.free(ctx->param_buf);
+        ctx->be->mem.free(ctx->grad_buf);
     }
     for (int i = 0; i < ctx->nparams; i++) {
         dg_tensor *t = ctx->params[i];
@@ -459,14 +459,14 @@ size_t dg_param_offset(const dg_tensor *param) {
 }
 
 void dg_ctx_zero_grad(dg_ctx *ctx) {
-    if (ctx->grad_buf) ctx->be->memset0(ctx->grad_buf, ctx->param_numel * sizeof(float));
+    if (ctx->grad_buf) ctx->be->mem.memset0(ctx->grad_buf, ctx->param_numel * sizeof(float));
 }
 
 /* ---- initializers ---------------------------------------------------------- */
 
 static void init_from_host(dg_tensor *t, const float *vals) {
     DG_ASSERT(t->dtype == DG_F32 && dg_is_contiguous(t));
-    t->ctx->be->from_host(t->data, vals, (size_t)dg_numel(t) * sizeof(float));
+    t->ctx->be->mem.from_host(t->data, vals, (size_t)dg_numel(t) * sizeof(float));
 }
 
 void dg_init_uniform(dg_tensor *t, float lo, float hi) {
@@ -496,7 +496,7 @@ void dg_init_normal(dg_tensor *t, float mean, float std) {
 
 void dg_init_constant(dg_tensor *t, float value) {
     DG_ASSERT(t->dtype == DG_F32 && dg_is_contiguous(t));
-    t->ctx->be->fill(t->data, dg_numel(t), value);
+    t->ctx->be->mem.fill(t->data, dg_numel(t), value);
 }
 
 /* ---- inspection ------------------------------------------------------------ */
@@ -525,7 +525,7 @@ void dg_tensor_to_host(const dg_tensor *t, void *dst) {
     size_t es = dg_dtype_size(t->dtype);
     int64_t n = dg_numel(t);
     if (dg_is_contiguous(t)) {
-        t->ctx->be->to_host(dst, t->data, (size_t)n * es);
+        t->ctx->be->mem.to_host(dst, t->data, (size_t)n * es);
         return;
     }
     /* strided: gather element by element through a contiguous copy */
@@ -533,7 +533,7 @@ void dg_tensor_to_host(const dg_tensor *t, void *dst) {
     for (int64_t i = 0; i < n; i++) {
         int64_t off = 0;
         for (int d = 0; d < t->ndim; d++) off += idx[d] * t->stride[d];
-        t->ctx->be->to_host((char *)dst + i * (int64_t)es, (const char *)t->data + off * (int64_t)es, es);
+        t->ctx->be->mem.to_host((char *)dst + i * (int64_t)es, (const char *)t->data + off * (int64_t)es, es);
         for (int d = t->ndim - 1; d >= 0; d--) {
             if (++idx[d] < t->shape[d]) break;
             idx[d] = 0;
@@ -547,7 +547,7 @@ dg_status dg_tensor_copy(dg_tensor *dst, const dg_tensor *src) {
         !dg_is_contiguous(dst) || !dg_is_contiguous(src))
         return dg_set_error("dg_tensor_copy: need two contiguous tensors of one context with the "
                             "same dtype and element count");
-    dst->ctx->be->copy(dst->data, src->data, (size_t)dg_numel(src) * dg_dtype_size(src->dtype));
+    dst->ctx->be->mem.copy(dst->data, src->data, (size_t)dg_numel(src) * dg_dtype_size(src->dtype));
     if (dst->dtype == DG_I32) {   /* dst gets src's range, if src's is current */
         bool known = src->range_epoch != 0 && src->range_epoch == src->ctx->i32_writes;
         dst->range_epoch = ++dst->ctx->i32_writes;
@@ -563,7 +563,7 @@ dg_status dg_tensor_copy(dg_tensor *dst, const dg_tensor *src) {
 
 void dg_tensor_copy_from_host(dg_tensor *t, const void *src) {
     DG_ASSERT(dg_is_contiguous(t));
-    t->ctx->be->from_host(t->data, src, (size_t)dg_numel(t) * dg_dtype_size(t->dtype));
+    t->ctx->be->mem.from_host(t->data, src, (size_t)dg_numel(t) * dg_dtype_size(t->dtype));
     range_from_host(t, src);
 }
 
@@ -576,7 +576,7 @@ float dg_item_at(const dg_tensor *t, int64_t i) {
     }
     size_t es = dg_dtype_size(t->dtype);
     unsigned char buf[8];
-    t->ctx->be->to_host(buf, (const char *)t->data + off * (int64_t)es, es);
+    t->ctx->be->mem.to_host(buf, (const char *)t->data + off * (int64_t)es, es);
     switch (t->dtype) {
     case DG_F32: { float v; memcpy(&v, buf, 4); return v; }
     case DG_I32: { int32_t v; memcpy(&v, buf, 4); return (float)v; }

@@ -9,7 +9,7 @@ if(DG_HAVE_PROTOBUF)
   set_tests_properties(test_checkpoint PROPERTIES SKIP_RETURN_CODE 77 LABELS checkpoint)
 
   add_executable(ckpt_writer ckpt_writer.c)
-  target_link_libraries(ckpt_writer PRIVATE dgrad m)
+  target_link_libraries(ckpt_writer PRIVATE dgrad_comm m)
   add_test(NAME test_checkpoint_kill
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_checkpoint_kill.sh $<TARGET_FILE:ckpt_writer>)
   set_tests_properties(test_checkpoint_kill PROPERTIES TIMEOUT 120 LABELS checkpoint)
@@ -32,7 +32,7 @@ option(DG_FUZZ "Build the libFuzzer targets fuzz_checkpoint and fuzz_idx (clang 
 if(DG_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
   foreach(target fuzz_checkpoint fuzz_idx)
     add_executable(${target} fuzz/${target}.c)
-    target_link_libraries(${target} PRIVATE dgrad m)
+    target_link_libraries(${target} PRIVATE dgrad_comm m)
     target_compile_options(${target} PRIVATE -fsanitize=fuzzer,address)
     target_link_options(${target} PRIVATE -fsanitize=fuzzer,address)
   endforeach()

@@ -7,7 +7,7 @@
 set(DG_TEST_CUDA AUTO CACHE STRING "Register the GPU tests (ON/OFF/AUTO: if a GPU answers)")
 
 add_executable(test_cuda test_cuda.c)
-target_link_libraries(test_cuda PRIVATE dgrad m)
+target_link_libraries(test_cuda PRIVATE dgrad_comm m)
 target_include_directories(test_cuda PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 # The same comparisons CPU against CPU (every build): the harness, the bad
 # label and label-range cases, and the MLP against a 1-ulp perturbed start.
@@ -87,7 +87,7 @@ endif()
 # check that the nccl communicator and graphs are refused cleanly.
 foreach(t test_nccl test_cuda_graph)
   add_executable(${t} ${t}.c)
-  target_link_libraries(${t} PRIVATE dgrad m)
+  target_link_libraries(${t} PRIVATE dgrad_comm m)
   target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 endforeach()
 if(DG_GPU_PRESENT)

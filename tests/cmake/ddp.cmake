@@ -1,7 +1,7 @@
 # Data-parallel equivalence tests (comm/src/ddp.c): as a plain process and
 # through mpirun with 2, 3 and 4 ranks.
 add_executable(test_ddp ${CMAKE_CURRENT_SOURCE_DIR}/ddp/test_ddp.c)
-target_link_libraries(test_ddp PRIVATE dgrad m)
+target_link_libraries(test_ddp PRIVATE dgrad_comm m)
 set(DG_DDP_TEST_ENV "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;DG_COMM_TIMEOUT=120")
 add_test(NAME ddp_plain COMMAND test_ddp)
 set_tests_properties(ddp_plain PROPERTIES TIMEOUT 120 ENVIRONMENT "${DG_DDP_TEST_ENV}")

@@ -11,7 +11,7 @@
  * checksum through, so that mutations reach the payload parser.
  */
 #define _XOPEN_SOURCE 700
-#include "dgrad/checkpoint.h"
+#include "dgrad/dist_checkpoint.h"
 #include "dgrad/nn.h"
 
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* dgrad/checkpoint.h - synchronized training checkpoints with exact resume.
+/* dgrad/checkpoint.h - training checkpoint files with exact resume.
  *
  * A checkpoint holds the model's parameters (names, shapes, dtypes, data),
  * its buffers (batch-norm running statistics) when the caller gives them,
@@ -43,14 +43,14 @@
  * optimizer kind or slot count, another dataset size. Loading validates
  * everything before it changes anything.
  *
- * Collectives: with a communicator (comm != NULL), save and load are
- * collective: every rank calls them, and every rank returns the same
- * status and message. comm == NULL means a single process.
+ * This header is the file format and the single-process calls. The
+ * collective save and load of a data-parallel job (rank 0 writes, every
+ * rank agrees on the verdict and gets the contents) are in
+ * dgrad/dist_checkpoint.h, in libdgrad_comm, built on these calls.
  */
 #ifndef DGRAD_CHECKPOINT_H
 #define DGRAD_CHECKPOINT_H
 
-#include "dgrad/comm.h"
 #include "dgrad/data.h"
 #include "dgrad/optim.h"
 #include "dgrad/tensor.h"
@@ -90,22 +90,54 @@ typedef struct {
     int num_buffers;
 } dg_train_state;
 
-/* Collective. Rank 0 writes DIR/ckpt-<st->step>.dgck atomically (DIR is
- * created if missing) and then deletes all but the newest `keep`
- * checkpoints in DIR (keep <= 0 keeps all). opt and st may be NULL. Every
- * rank returns DG_ERR with the same message if the write failed. */
-dg_status dg_checkpoint_save(const char *dir, dg_ctx *ctx, dg_optim *opt,
-                             const dg_train_state *st, dg_comm *comm, int keep);
+/* A checkpoint read and validated against a model, not yet applied. */
+typedef struct dg_checkpoint dg_checkpoint;
 
-/* Collective. path_or_dir is a checkpoint file, or a directory whose
- * newest valid checkpoint is loaded. Rank 0 reads and validates it against
- * its model (identical on every rank), broadcasts the verdict, then the
- * contents. On success parameters, st->buffers, optimizer state, step
- * count and lr, the RNG, the sampler and *st are restored. On DG_ERR
- * nothing changed. If path_out is not NULL the path loaded is copied
- * there (n bytes). */
-dg_status dg_checkpoint_load(const char *path_or_dir, dg_ctx *ctx, dg_optim *opt,
-                             dg_train_state *st, dg_comm *comm, char *path_out, size_t n);
+/* Writes DIR/ckpt-<st->step>.dgck atomically (DIR is created if missing)
+ * and then deletes all but the newest `keep` checkpoints in DIR (keep <= 0
+ * keeps all). The job had `world` ranks: rng holds world * 4 RNG words
+ * (dg_rng_get_state of each rank, in rank order) and stats world *
+ * st->num_stats accumulators (rank-major); parameters, buffers and
+ * optimizer state are this process's. opt and st may be NULL. */
+dg_status dg_checkpoint_write(const char *dir, dg_ctx *ctx, dg_optim *opt,
+                              const dg_train_state *st, int world, const uint64_t *rng,
+                              const double *stats, int keep);
+
+/* dg_checkpoint_write for a single process (world 1, this context's RNG,
+ * st->stats). */
+dg_status dg_checkpoint_save_local(const char *dir, dg_ctx *ctx, dg_optim *opt,
+                                   const dg_train_state *st, int keep);
+
+/* Reads path_or_dir (a file, or a directory's newest valid checkpoint;
+ * the path read goes to path, pathn bytes) and validates it against the
+ * model in ctx, opt and st, changing nothing: *out on DG_OK. */
+dg_status dg_checkpoint_read(const char *path_or_dir, dg_ctx *ctx, dg_optim *opt,
+                             const dg_train_state *st, dg_checkpoint **out, char *path,
+                             size_t pathn);
+
+/* The payload bytes of a read checkpoint (to send to other ranks), valid
+ * until dg_checkpoint_free. */
+const void *dg_checkpoint_payload(const dg_checkpoint *ck, size_t *len);
+
+/* Parses payload bytes (from dg_checkpoint_payload, copied) and validates
+ * them against the model, as dg_checkpoint_read does; name is for
+ * messages. */
+dg_status dg_checkpoint_parse(const void *payload, size_t len, const char *name, dg_ctx *ctx,
+                              dg_optim *opt, const dg_train_state *st, dg_checkpoint **out);
+
+/* Restores parameters, st->buffers, optimizer state, step count and lr,
+ * the RNG (rank's own when the world size is the saved one, else rank
+ * 0's), the sampler and *st for rank `rank` of `world` (see above for a
+ * changed world size). ck must have been validated against this model. */
+void dg_checkpoint_apply(const dg_checkpoint *ck, dg_ctx *ctx, dg_optim *opt,
+                         dg_train_state *st, int rank, int world);
+
+void dg_checkpoint_free(dg_checkpoint *ck);
+
+/* Read and apply in one process (world 1). On DG_ERR nothing changed. If
+ * path_out is not NULL the path loaded is copied there (n bytes). */
+dg_status dg_checkpoint_load_local(const char *path_or_dir, dg_ctx *ctx, dg_optim *opt,
+                                   dg_train_state *st, char *path_out, size_t n);
 
 /* Newest valid checkpoint in dir (highest step whose magic, version and
  * checksum check), into path_out (n bytes); invalid newer ones are

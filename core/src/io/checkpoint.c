@@ -1,6 +1,8 @@
-/* checkpoint.c - synchronized checkpoints (dgrad/checkpoint.h): protobuf-c
- * messages of core/proto/dg_checkpoint.proto, written atomically by rank 0
- * and read by rank 0, which broadcasts its verdict and then the contents. */
+/* checkpoint.c - checkpoint files (dgrad/checkpoint.h): protobuf-c messages
+ * of core/proto/dg_checkpoint.proto, written atomically, read and validated
+ * against a model before anything changes. The collective save and load
+ * (rank 0 writes and reads, every rank agrees) are comm's:
+ * comm/src/dist_checkpoint.c. */
 #define _XOPEN_SOURCE 700
 #include "dgrad/checkpoint.h"
 
@@ -35,8 +37,6 @@ static uint32_t crc32c(const uint8_t *p, size_t n) {
 }
 
 /* ---- small helpers ----------------------------------------------------- */
-static int rank_of(dg_comm *comm) { return comm ? dg_comm_rank(comm) : 0; }
-static int world_of(dg_comm *comm) { return comm ? dg_comm_size(comm) : 1; }
 
 /* "[784x50, 50, 50x10, 10]" for up to 8 shapes, into buf */
 static void append(char *buf, size_t n, const char *s) {
@@ -382,10 +382,21 @@ static void prune(const char *dir, int keep) {
     free(steps);
 }
 
-/* Rank 0's part of a save: the message, packed, written. rng and stats are
- * every rank's, gathered; the buffers are rank 0's. */
-static dg_status save_rank0(const char *dir, dg_ctx *ctx, dg_optim *opt, const dg_train_state *st,
-                            int world, const uint64_t *rng, const double *stats, int keep) {
+static dg_status check_state(const char *fn, const char *dir, dg_ctx *ctx, const dg_train_state *st) {
+    if (!dir || !dir[0] || !ctx) return dg_set_error("%s: no directory or context", fn);
+    if (st && (st->num_stats < 0 || st->num_stats > DG_CHECKPOINT_MAX_STATS || st->pos < 0 || st->step < 0 ||
+               st->num_buffers < 0 || (st->num_buffers > 0 && !st->buffers)))
+        return dg_set_error("%s: bad training state (num_stats %d, pos %lld, step %lld, "
+                            "num_buffers %d%s)", fn, st->num_stats, (long long)st->pos, (long long)st->step,
+                            st->num_buffers, st->num_buffers > 0 && !st->buffers ? " without buffers" : "");
+    return DG_OK;
+}
+
+dg_status dg_checkpoint_write(const char *dir, dg_ctx *ctx, dg_optim *opt, const dg_train_state *st,
+                              int world, const uint64_t *rng, const double *stats, int keep) {
+    if (check_state("dg_checkpoint_write", dir, ctx, st)) return DG_ERR;
+    if (world < 1 || world > MAX_WORLD || !rng || (st && st->num_stats > 0 && !stats))
+        return dg_set_error("dg_checkpoint_write: bad world size %d or no RNG states / statistics", world);
     if (mkdir_p(dir)) return DG_ERR;
     int np;
     dg_tensor **params = dg_ctx_params(ctx, &np);
@@ -492,63 +503,12 @@ static dg_status save_rank0(const char *dir, dg_ctx *ctx, dg_optim *opt, const d
     return s;
 }
 
-/* Rank 0's status and message to every rank. */
-typedef struct {
-    int32_t status;
-    char msg[MSG_LEN];
-} verdict;
-
-static dg_status share_verdict(dg_comm *comm, dg_status s) {
-    if (!comm || dg_comm_size(comm) == 1) return s;
-    verdict v;
-    memset(&v, 0, sizeof v);
-    v.status = s;
-    if (s) snprintf(v.msg, sizeof v.msg, "%s", dg_last_error());
-    if (dg_comm_broadcast(comm, &v, sizeof v / 4, DG_COMM_I32, 0)) return DG_ERR;
-    if (v.status == DG_OK) return DG_OK;
-    if (dg_comm_rank(comm) != 0) {
-        dg_clear_error();
-        dg_set_error("%s", v.msg);
-    }
-    return DG_ERR;
-}
-
-dg_status dg_checkpoint_save(const char *dir, dg_ctx *ctx, dg_optim *opt, const dg_train_state *st,
-                             dg_comm *comm, int keep) {
-    if (!dir || !dir[0] || !ctx) return dg_set_error("dg_checkpoint_save: no directory or context");
-    if (st && (st->num_stats < 0 || st->num_stats > DG_CHECKPOINT_MAX_STATS || st->pos < 0 || st->step < 0 ||
-               st->num_buffers < 0 || (st->num_buffers > 0 && !st->buffers)))
-        return dg_set_error("dg_checkpoint_save: bad training state (num_stats %d, pos %lld, step %lld, "
-                            "num_buffers %d%s)", st->num_stats, (long long)st->pos, (long long)st->step,
-                            st->num_buffers, st->num_buffers > 0 && !st->buffers ? " without buffers" : "");
-    int world = world_of(comm), rank = rank_of(comm);
-    uint64_t *rng = calloc((size_t)world * 4, sizeof *rng);
-    double *stats = calloc((size_t)world * DG_CHECKPOINT_MAX_STATS, sizeof *stats);
-    if (!rng || !stats) {
-        free(rng);
-        free(stats);
-        return dg_set_error("dg_checkpoint_save: out of memory");
-    }
-    dg_rng_get_state(ctx, rng + 4 * rank);
-    if (st)
-        memcpy(stats + DG_CHECKPOINT_MAX_STATS * rank, st->stats, sizeof(double) * (size_t)st->num_stats);
-    dg_status s = DG_OK;
-    if (world > 1) {   /* also the barrier: every rank has finished its step */
-        s = dg_comm_allgather(comm, NULL, rng, 4, DG_COMM_I64);
-        if (!s) s = dg_comm_allgather(comm, NULL, stats, DG_CHECKPOINT_MAX_STATS, DG_COMM_F64);
-        if (s) {
-            free(rng);
-            free(stats);
-            return DG_ERR;
-        }
-    }
-    int ns = st ? st->num_stats : 0;
-    for (int r = 0; r < world; r++)   /* compact to world x num_stats */
-        memmove(stats + (size_t)r * ns, stats + (size_t)r * DG_CHECKPOINT_MAX_STATS, sizeof(double) * (size_t)ns);
-    if (rank == 0) s = save_rank0(dir, ctx, opt, st, world, rng, stats, keep);
-    free(rng);
-    free(stats);
-    return share_verdict(comm, s);
+dg_status dg_checkpoint_save_local(const char *dir, dg_ctx *ctx, dg_optim *opt, const dg_train_state *st,
+                                   int keep) {
+    if (check_state("dg_checkpoint_save_local", dir, ctx, st)) return DG_ERR;
+    uint64_t rng[4];
+    dg_rng_get_state(ctx, rng);
+    return dg_checkpoint_write(dir, ctx, opt, st, 1, rng, st ? st->stats : NULL, keep);
 }
 
 /* ---- loading ------------------------------------------------------------- */
@@ -626,7 +586,51 @@ static dg_status check_model(const Dg__Checkpoint *ck, const char *name, dg_ctx 
     return DG_OK;
 }
 
-static void apply(const Dg__Checkpoint *ck, dg_ctx *ctx, dg_optim *opt, dg_train_state *st, int rank, int world) {
+struct dg_checkpoint {
+    uint8_t *payload;          /* the checked payload bytes */
+    size_t len;
+    Dg__Checkpoint *msg;       /* their parse */
+};
+
+void dg_checkpoint_free(dg_checkpoint *c) {
+    if (!c) return;
+    if (c->msg) dg__checkpoint__free_unpacked(c->msg, NULL);
+    free(c->payload);
+    free(c);
+}
+
+const void *dg_checkpoint_payload(const dg_checkpoint *c, size_t *len) {
+    DG_ASSERT(c != NULL && len != NULL);
+    *len = c->len;
+    return c->payload;
+}
+
+dg_status dg_checkpoint_parse(const void *payload, size_t len, const char *name, dg_ctx *ctx, dg_optim *opt,
+                              const dg_train_state *st, dg_checkpoint **out) {
+    *out = NULL;
+    if (!ctx) return dg_set_error("dg_checkpoint_parse: no context");
+    name = name ? name : "checkpoint";
+    dg_checkpoint *c = calloc(1, sizeof *c);
+    if (c) c->payload = malloc(len + 8);
+    if (!c || !c->payload) {
+        dg_checkpoint_free(c);
+        return dg_set_error("%s: out of memory (%zu bytes)", name, len);
+    }
+    memcpy(c->payload, payload, len);
+    c->len = len;
+    c->msg = parse_payload(c->payload, len, name);
+    if (!c->msg || check_model(c->msg, name, ctx, opt, st)) {
+        dg_checkpoint_free(c);
+        return DG_ERR;
+    }
+    *out = c;
+    return DG_OK;
+}
+
+void dg_checkpoint_apply(const dg_checkpoint *c, dg_ctx *ctx, dg_optim *opt, dg_train_state *st, int rank,
+                         int world) {
+    DG_ASSERT(c != NULL && c->msg != NULL && ctx != NULL && rank >= 0 && rank < world);
+    const Dg__Checkpoint *ck = c->msg;
     int np;
     dg_tensor **params = dg_ctx_params(ctx, &np);
     for (int i = 0; i < np; i++) dg_tensor_copy_from_host(params[i], ck->params[i]->data.data);
@@ -674,12 +678,11 @@ static void apply(const Dg__Checkpoint *ck, dg_ctx *ctx, dg_optim *opt, dg_train
     }
 }
 
-/* Rank 0: resolve, read, check. On DG_OK *payload (malloc'd) holds the
- * checked payload bytes and *ck its parse. */
-static dg_status load_rank0(const char *path_or_dir, char *path, size_t pathn, dg_ctx *ctx, dg_optim *opt,
-                            const dg_train_state *st, uint8_t **payload, size_t *plen, Dg__Checkpoint **ck) {
-    *payload = NULL;
-    *ck = NULL;
+dg_status dg_checkpoint_read(const char *path_or_dir, dg_ctx *ctx, dg_optim *opt, const dg_train_state *st,
+                             dg_checkpoint **out, char *path, size_t pathn) {
+    *out = NULL;
+    if (!path_or_dir || !ctx || !path || pathn == 0) return dg_set_error("dg_checkpoint_read: no path or context");
+    path[0] = '\0';
     struct stat sb;
     if (stat(path_or_dir, &sb)) return dg_set_error("%s: cannot open checkpoint: %s", path_or_dir, strerror(errno));
     if (S_ISDIR(sb.st_mode)) {
@@ -696,76 +699,20 @@ static dg_status load_rank0(const char *path_or_dir, char *path, size_t pathn, d
     dg_status s = parse_file(buf, len, path, &f);
     free(buf);
     if (s) return DG_ERR;
-    *plen = f->payload.len;
-    *payload = malloc(*plen + 8);
-    if (!*payload) {
-        dg__checkpoint_file__free_unpacked(f, NULL);
-        return dg_set_error("%s: out of memory", path);
-    }
-    memcpy(*payload, f->payload.data, *plen);
+    s = dg_checkpoint_parse(f->payload.data, f->payload.len, path, ctx, opt, st, out);
     dg__checkpoint_file__free_unpacked(f, NULL);
-    *ck = parse_payload(*payload, *plen, path);
-    if (!*ck || check_model(*ck, path, ctx, opt, st)) {
-        if (*ck) dg__checkpoint__free_unpacked(*ck, NULL);
-        *ck = NULL;
-        free(*payload);
-        *payload = NULL;
-        return DG_ERR;
-    }
-    return DG_OK;
+    return s;
 }
 
-dg_status dg_checkpoint_load(const char *path_or_dir, dg_ctx *ctx, dg_optim *opt, dg_train_state *st,
-                             dg_comm *comm, char *path_out, size_t n) {
-    if (!path_or_dir || !ctx) return dg_set_error("dg_checkpoint_load: no path or context");
-    int rank = rank_of(comm), world = world_of(comm);
-    char path[4096] = "";
-    uint8_t *payload = NULL;
-    size_t plen = 0;
-    Dg__Checkpoint *ck = NULL;
-    dg_status s = DG_OK;
-    if (rank == 0) s = load_rank0(path_or_dir, path, sizeof path, ctx, opt, st, &payload, &plen, &ck);
-    if (share_verdict(comm, s)) {
-        free(payload);
-        if (ck) dg__checkpoint__free_unpacked(ck, NULL);
-        return DG_ERR;
-    }
-    if (world > 1) {
-        int64_t meta[2] = { (int64_t)plen, 0 };
-        if (dg_comm_broadcast(comm, meta, 2, DG_COMM_I64, 0)) goto fail;
-        if (dg_comm_broadcast(comm, path, sizeof path / 4, DG_COMM_I32, 0)) goto fail;
-        plen = (size_t)meta[0];
-        if (rank != 0) payload = malloc(plen + 8);
-        int ok = payload != NULL;
-        if (dg_comm_allreduce(comm, &ok, 1, DG_COMM_I32, DG_COMM_MIN)) goto fail;
-        if (!ok) {
-            dg_set_error("%s: out of memory receiving the checkpoint", path);
-            goto fail;
-        }
-        if (dg_comm_broadcast(comm, payload, (plen + 3) / 4, DG_COMM_I32, 0)) goto fail;
-        if (rank != 0) {
-            ck = parse_payload(payload, plen, path);
-            if (ck && check_model(ck, path, ctx, opt, st)) {
-                dg__checkpoint__free_unpacked(ck, NULL);
-                ck = NULL;
-            }
-        }
-        ok = ck != NULL;   /* every rank checked the same bytes against its model */
-        if (dg_comm_allreduce(comm, &ok, 1, DG_COMM_I32, DG_COMM_MIN)) goto fail;
-        if (!ok) {
-            if (ck) dg_set_error("%s: checkpoint does not fit the model on another rank", path);
-            goto fail;
-        }
-    }
-    apply(ck, ctx, opt, st, rank, world);
-    dg__checkpoint__free_unpacked(ck, NULL);
-    free(payload);
+dg_status dg_checkpoint_load_local(const char *path_or_dir, dg_ctx *ctx, dg_optim *opt, dg_train_state *st,
+                                   char *path_out, size_t n) {
+    char path[4096];
+    dg_checkpoint *c;
+    if (dg_checkpoint_read(path_or_dir, ctx, opt, st, &c, path, sizeof path)) return DG_ERR;
+    dg_checkpoint_apply(c, ctx, opt, st, 0, 1);
+    dg_checkpoint_free(c);
     if (path_out && n) snprintf(path_out, n, "%s", path);
     return DG_OK;
-fail:
-    if (ck) dg__checkpoint__free_unpacked(ck, NULL);
-    free(payload);
-    return DG_ERR;
 }
 
 #else /* !DG_CHECKPOINT_HAVE_PROTOBUF */
@@ -774,16 +721,50 @@ static dg_status no_protobuf(const char *fn) {
     return dg_set_error("%s: dgrad was built without protobuf-c (checkpoints unavailable)", fn);
 }
 
-dg_status dg_checkpoint_save(const char *dir, dg_ctx *ctx, dg_optim *opt, const dg_train_state *st,
-                             dg_comm *comm, int keep) {
-    (void)dir; (void)ctx; (void)opt; (void)st; (void)comm; (void)keep;
-    return no_protobuf("dg_checkpoint_save");
+dg_status dg_checkpoint_write(const char *dir, dg_ctx *ctx, dg_optim *opt, const dg_train_state *st,
+                              int world, const uint64_t *rng, const double *stats, int keep) {
+    (void)dir; (void)ctx; (void)opt; (void)st; (void)world; (void)rng; (void)stats; (void)keep;
+    return no_protobuf("dg_checkpoint_write");
 }
 
-dg_status dg_checkpoint_load(const char *path_or_dir, dg_ctx *ctx, dg_optim *opt, dg_train_state *st,
-                             dg_comm *comm, char *path_out, size_t n) {
-    (void)path_or_dir; (void)ctx; (void)opt; (void)st; (void)comm; (void)path_out; (void)n;
-    return no_protobuf("dg_checkpoint_load");
+dg_status dg_checkpoint_save_local(const char *dir, dg_ctx *ctx, dg_optim *opt, const dg_train_state *st,
+                                   int keep) {
+    (void)dir; (void)ctx; (void)opt; (void)st; (void)keep;
+    return no_protobuf("dg_checkpoint_save_local");
+}
+
+dg_status dg_checkpoint_read(const char *path_or_dir, dg_ctx *ctx, dg_optim *opt, const dg_train_state *st,
+                             dg_checkpoint **out, char *path, size_t pathn) {
+    (void)path_or_dir; (void)ctx; (void)opt; (void)st; (void)path; (void)pathn;
+    *out = NULL;
+    return no_protobuf("dg_checkpoint_read");
+}
+
+dg_status dg_checkpoint_parse(const void *payload, size_t len, const char *name, dg_ctx *ctx, dg_optim *opt,
+                              const dg_train_state *st, dg_checkpoint **out) {
+    (void)payload; (void)len; (void)name; (void)ctx; (void)opt; (void)st;
+    *out = NULL;
+    return no_protobuf("dg_checkpoint_parse");
+}
+
+const void *dg_checkpoint_payload(const dg_checkpoint *c, size_t *len) {
+    (void)c;
+    *len = 0;
+    return NULL;
+}
+
+void dg_checkpoint_apply(const dg_checkpoint *c, dg_ctx *ctx, dg_optim *opt, dg_train_state *st, int rank,
+                         int world) {
+    (void)c; (void)ctx; (void)opt; (void)st; (void)rank; (void)world;
+    DG_ASSERT(!"dg_checkpoint_apply without protobuf-c");
+}
+
+void dg_checkpoint_free(dg_checkpoint *c) { (void)c; }
+
+dg_status dg_checkpoint_load_local(const char *path_or_dir, dg_ctx *ctx, dg_optim *opt, dg_train_state *st,
+                                   char *path_out, size_t n) {
+    (void)path_or_dir; (void)ctx; (void)opt; (void)st; (void)path_out; (void)n;
+    return no_protobuf("dg_checkpoint_load_local");
 }
 
 dg_status dg_checkpoint_latest(const char *dir, char *path_out, size_t n) {

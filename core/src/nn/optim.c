@@ -147,7 +147,7 @@ static dg_optim *adam_new(const char *name, dg_tensor *const *params, int n, dg_
     o->adam = opts;
     o->decoupled = decoupled;
     /* allocated now: a graph capture cannot allocate */
-    if (o->ctx->be->adam_step_dev) o->dev_consts = dg__persist_alloc(o->ctx, sizeof o->host_consts);
+    if (o->ctx->be->optim.adam_step_dev) o->dev_consts = dg__persist_alloc(o->ctx, sizeof o->host_consts);
     return o;
 }
 
@@ -184,7 +184,7 @@ static void on_replay(void *user) {
     o->host_consts[1] = (float)bc2;
     o->host_consts[2] = (float)(1.0 - (double)o->adam.lr * (double)o->adam.weight_decay);
     /* from pageable memory: staged before the call returns */
-    o->ctx->be->from_host(o->dev_consts, o->host_consts, sizeof o->host_consts);
+    o->ctx->be->mem.from_host(o->dev_consts, o->host_consts, sizeof o->host_consts);
 }
 
 /* dg_optim_step inside a graph capture (dgrad/graph.h): the kernels read
@@ -201,12 +201,12 @@ static void step_captured(dg_optim *o) {
         for (int i = 0; i < nranges(o); i++) {
             dg_tensor *p = o->params[i];
             float *buf = o->nslots ? o->state[i * o->nslots]->data : NULL;
-            be->sgd_step(p->data, p->grad->data, buf, range_len(o, i), s->lr, s->momentum, s->dampening,
+            be->optim.sgd_step(p->data, p->grad->data, buf, range_len(o, i), s->lr, s->momentum, s->dampening,
                          s->weight_decay, s->nesterov, false);
         }
         return;
     }
-    if (!be->adam_step_dev || !o->dev_consts) {
+    if (!be->optim.adam_step_dev || !o->dev_consts) {
         dg__graph_fail(ctx, "dg_optim_step: the %s backend cannot capture Adam", be->name);
         return;
     }
@@ -214,7 +214,7 @@ static void step_captured(dg_optim *o) {
     for (int i = 0; i < nranges(o); i++) {
         dg_tensor *p = o->params[i];
         dg_tensor **st = o->state + i * o->nslots;
-        be->adam_step_dev(p->data, p->grad->data, st[0]->data, st[1]->data,
+        be->optim.adam_step_dev(p->data, p->grad->data, st[0]->data, st[1]->data,
                           a->amsgrad ? st[2]->data : NULL, range_len(o, i), a->beta1, a->beta2,
                           a->eps, a->weight_decay, o->decoupled, o->dev_consts);
     }
@@ -232,7 +232,7 @@ void dg_optim_step(dg_optim *o) {
         for (int i = 0; i < nranges(o); i++) {
             dg_tensor *p = o->params[i];
             float *buf = o->nslots ? o->state[i * o->nslots]->data : NULL;
-            be->sgd_step(p->data, p->grad->data, buf, range_len(o, i), s->lr, s->momentum, s->dampening,
+            be->optim.sgd_step(p->data, p->grad->data, buf, range_len(o, i), s->lr, s->momentum, s->dampening,
                          s->weight_decay, s->nesterov, o->steps == 1);
         }
         return;
@@ -243,7 +243,7 @@ void dg_optim_step(dg_optim *o) {
     for (int i = 0; i < nranges(o); i++) {
         dg_tensor *p = o->params[i];
         dg_tensor **st = o->state + i * o->nslots;
-        be->adam_step(p->data, p->grad->data, st[0]->data, st[1]->data, a->amsgrad ? st[2]->data : NULL,
+        be->optim.adam_step(p->data, p->grad->data, st[0]->data, st[1]->data, a->amsgrad ? st[2]->data : NULL,
                       range_len(o, i), a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, o->decoupled,
                       step_size, bc2_sqrt);
     }
@@ -251,7 +251,7 @@ void dg_optim_step(dg_optim *o) {
 
 void dg_optim_zero_grad(dg_optim *o) {
     for (int i = 0; i < nranges(o); i++)
-        o->ctx->be->memset0(o->params[i]->grad->data, (size_t)range_len(o, i) * sizeof(float));
+        o->ctx->be->mem.memset0(o->params[i]->grad->data, (size_t)range_len(o, i) * sizeof(float));
 }
 
 float dg_optim_get_lr(const dg_optim *o) { return o->kind == OPT_SGD ? o->sgd.lr : o->adam.lr; }
@@ -310,7 +310,7 @@ float dg_clip_grad_norm(dg_tensor *const *params, int n, float max_norm) {
     if (coef < 1.0f)
         for (int i = 0; i < n; i++) {
             dg_tensor *g = params[i]->grad;
-            if (g) ctx->be->unary(DG_UN_SCALE, g->data, g->data, dg_numel(g), coef);
+            if (g) ctx->be->math.unary(DG_UN_SCALE, g->data, g->data, dg_numel(g), coef);
         }
     return tn;
 }

@@ -1,6 +1,6 @@
 /* cuda-impl.h - internals shared by the CUDA backend's .cu files
  * (backend_cuda.cu: init, memory, gemm and the table; cuda_elementwise.cu;
- * cuda_reduce.cu). Not installed; included only from .cu files. */
+ * cuda_reduce.cu; cuda_conv.cu). Not installed; included only from .cu files. */
 #ifndef DGRAD_CUDA_IMPL_H
 #define DGRAD_CUDA_IMPL_H
 
@@ -117,5 +117,25 @@ void dg__cuda_cross_entropy_bwd(float *dlogits, const float *gout, const float *
                                 const float *lse, const float *logits, const int32_t *target,
                                 int64_t n, int64_t c, int ignore_index, bool acc);
 void dg__cuda_argmax(int32_t *out, const float *in, int64_t outer, int64_t d, int64_t inner);
+
+/* cuda_conv.cu (C linkage) */
+extern "C" {
+void dg__cuda_im2col(float *col, const float *x, const dg_conv_geom *g);
+void dg__cuda_col2im(float *x, const float *col, const dg_conv_geom *g, bool acc);
+void dg__cuda_maxpool_fwd(float *out, int32_t *idx, const float *x, const dg_conv_geom *g);
+void dg__cuda_maxpool_bwd(float *dx, const float *dout, const int32_t *idx,
+                          const dg_conv_geom *g, bool acc);
+void dg__cuda_avgpool_fwd(float *out, const float *x, const dg_conv_geom *g);
+void dg__cuda_avgpool_bwd(float *dx, const float *dout, const dg_conv_geom *g, bool acc);
+void dg__cuda_dropout_mask(float *mask, int64_t n, float p, uint64_t seed);
+void dg__cuda_bn_stats(float *mean, float *invstd, float *run_mean, float *run_var,
+                       const float *x, int64_t n, int64_t c, int64_t hw, float momentum,
+                       float eps, bool training);
+void dg__cuda_bn_fwd(float *y, const float *x, const float *mean, const float *invstd,
+                     const float *w, const float *b, int64_t n, int64_t c, int64_t hw);
+void dg__cuda_bn_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
+                     const float *mean, const float *invstd, const float *w, int64_t n,
+                     int64_t c, int64_t hw, bool training, bool acc_dx, bool acc_dw, bool acc_db);
+}
 
 #endif /* DGRAD_CUDA_IMPL_H */

@@ -503,8 +503,8 @@ static void loader_unpin(dg_loader *l) {
     if (!l->pin[0]) return;
     const dg_backend *be = dg_backend_get((dg_device)l->pin_device);
     for (int k = 0; k < 2; k++) {
-        be->free_host(l->pin[k]);   /* waits for the stream: no copy still reads it */
-        be->event_free(l->pin_ev[k]);
+        be->stream.free_host(l->pin[k]);   /* waits for the stream: no copy still reads it */
+        be->stream.event_free(l->pin_ev[k]);
         l->pin[k] = l->pin_ev[k] = NULL;
     }
 }
@@ -574,20 +574,20 @@ static bool loader_pin(dg_loader *l, const dg_backend *be) {
         if (l->pin_device == (int)be->device) return true;
         loader_unpin(l);                  /* used with another device before */
     }
-    if (!be->alloc_host || !be->event_new) return false;
+    if (!be->stream.alloc_host || !be->stream.event_new) return false;
     size_t bytes = (size_t)(l->buf_rows * l->ds->sample_size) * sizeof(float) +
                    (size_t)l->buf_rows * sizeof(int32_t);
     for (int k = 0; k < 2; k++) {
-        l->pin[k] = be->alloc_host(bytes);
+        l->pin[k] = be->stream.alloc_host(bytes);
         if (!l->pin[k]) {                 /* fall back to pageable staging */
-            if (k == 1) be->free_host(l->pin[0]);
+            if (k == 1) be->stream.free_host(l->pin[0]);
             l->pin[0] = NULL;
             dg_clear_error();
             return false;
         }
     }
-    l->pin_ev[0] = be->event_new();
-    l->pin_ev[1] = be->event_new();
+    l->pin_ev[0] = be->stream.event_new();
+    l->pin_ev[1] = be->stream.event_new();
     l->pin_next = 0;
     l->pin_device = (int)be->device;
     return true;
@@ -633,14 +633,14 @@ int64_t dg_loader_next(dg_loader *l, dg_ctx *ctx, bool flatten, dg_tensor **x, d
             int k = l->pin_next;
             l->pin_next ^= 1;
             ev = l->pin_ev[k];
-            be->event_wait(ev);           /* the upload two batches back is done */
+            be->stream.event_wait(ev);           /* the upload two batches back is done */
             xh = l->pin[k];
             yh = (int32_t *)(void *)(xh + l->buf_rows * ds->sample_size);
         }
         dg_loader_next_host(l, xh, yh);
         *x = dg_tensor_from(ctx, DG_F32, nd, shape, xh);
         *y = *x ? dg_tensor_from(ctx, DG_I32, 1, yshape, yh) : NULL;
-        if (ev) be->event_record(ev);
+        if (ev) be->stream.event_record(ev);
     }
     if (!*x || !*y) {
         if (!dg_has_error()) dg_set_error("dg_loader_next: could not make the batch tensors");

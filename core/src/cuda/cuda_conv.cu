@@ -4,7 +4,6 @@
  * Backward kernels gather (one thread per input element) instead of
  * scattering with atomics, so results do not depend on scheduling. */
 #include "cuda-impl.h"
-#include "cnn-impl.h"
 
 #define CONV_GRID(i, n) \
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \

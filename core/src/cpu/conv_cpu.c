@@ -1,7 +1,7 @@
 /* conv_cpu.c - CPU kernels for convolutional nets: im2col/col2im (the
  * convolution itself is a GEMM), max and average pooling, the dropout mask
  * and batch norm. Plain loops written for auto-vectorization. */
-#include "cnn-impl.h"
+#include "conv_cpu.h"
 
 #include <math.h>
 #include <string.h>
