@@ -6,24 +6,26 @@
  * Data-parallel: run it under mpirun (or srun, or dgrun) and every rank
  * trains on its shard of each epoch; gradients are averaged with DDP.
  * --batch-size is per rank, as in PyTorch DDP. Only rank 0 prints. The
- * flags, output and checkpoints are train.c's, shared with mnist_cnn.
+ * flags, output and checkpoints are libdgrad_train's (dgrad/train.h).
  */
-#include "train.h"
+#include "dgrad/train.h"
 
-static dg_module *build(dg_ctx *ctx, const ex_options *o) {
+static dg_module *build(dg_ctx *ctx, const dg_train_opts *o, void *user) {
     (void)o;
+    (void)user;
     dg_module *layers[3] = { dg_nn_linear(ctx, 784, 50, true), dg_nn_relu(ctx),
                              dg_nn_linear(ctx, 50, 10, true) };
     return dg_nn_sequential(ctx, 3, layers);
 }
 
 int main(int argc, char **argv) {
-    ex_program p = { .prog = "mnist_mlp", .model = "mlp", .flat_input = true, .build = build,
-                     .about = "PyTorch's MNIST MLP (784-50-10, ReLU, Adam), in dgrad" };
-    p.defaults = ex_default_options();
+    dg_train_program p = dg_train_program_defaults("mnist_mlp", build);
+    p.model = "mlp";
+    p.about = "PyTorch's MNIST MLP (784-50-10, ReLU, Adam), in dgrad";
+    p.flat_input = true;
     p.defaults.epochs = 3;
     p.defaults.batch_size = 64;
     p.defaults.lr = 1e-4f;
     p.defaults.train_accuracy = true;
-    return ex_main(&p, argc, argv);
+    return dg_train_main(&p, argc, argv);
 }

@@ -1,6 +1,7 @@
-/* train.c - the training program shared by the MNIST examples (train.h). */
+/* train.c - the training program around a user's model (dgrad/train.h):
+ * the flag table, data, DDP, the loop, evaluation, checkpoints, logging. */
 #define _POSIX_C_SOURCE 200809L
-#include "train.h"
+#include "dgrad/train.h"
 
 #include "dgrad/dist_checkpoint.h"
 #include "dgrad/data.h"
@@ -20,214 +21,153 @@
 #include <sys/stat.h>
 #include <time.h>
 
-ex_options ex_default_options(void) {
-    return (ex_options){ .data = "data/mnist", .epochs = 1, .batch_size = 64, .lr = 1e-3f,
-                         .optimizer = "adam", .device = "cpu", .overlap = true,
-                         .bucket_cap_mb = 25.0, .log_every = 10, .keep = 3,
-                         .sched = EX_SCHED_NONE, .pct_start = 0.3, .div_factor = 25.0 };
+dg_train_opts dg_train_default_opts(void) {
+    return (dg_train_opts){ .data = "data/mnist", .epochs = 1, .batch_size = 64, .lr = 1e-3f,
+                            .optimizer = "adam", .sched = "none", .device = "cpu", .overlap = true,
+                            .bucket_cap_mb = 25.0, .log_every = 10, .keep = 3, .pct_start = 0.3,
+                            .div_factor = 25.0 };
 }
 
-static const char *sched_name(ex_sched s) {
-    return s == EX_SCHED_ONECYCLE ? "onecycle" : "none";
+dg_train_program dg_train_program_defaults(const char *prog,
+                                           dg_module *(*build)(dg_ctx *ctx, const dg_train_opts *o,
+                                                               void *user)) {
+    return (dg_train_program){ .prog = prog, .model = prog, .build = build,
+                               .defaults = dg_train_default_opts() };
 }
 
-static void usage(const ex_program *p) {
-    const ex_options *d = &p->defaults;
-    printf("%s - %s\n\n", p->prog, p->about);
-    printf("usage: %s [--data DIR] [--epochs N] [--batch-size N] [--lr X]\n"
-           "        [--optimizer adam|adamw|sgd] [--sched none|onecycle [--pct-start X] [--div-factor X]]\n"
-           "        [--seed N] [--threads N] [--json] [--device cpu|cuda] [--limit-train N] [--normalize]\n"
-           "        [--train-accuracy | --no-train-accuracy]%s\n"
-           "        [--bucket-cap-mb X] [--no-overlap]\n"
-           "        [--logdir DIR [--logdir-per-rank] [--log-every N]] [--timeline FILE] [--quiet]\n"
-           "        [--checkpoint-dir DIR [--checkpoint-every N] [--keep N] [--resume]] [--max-steps N]\n"
-           "        [--cuda-graph]\n",
-           p->prog, p->has_bn ? " [--bn | --no-bn]" : "");
-    printf("  --data DIR        MNIST IDX files (.gz or plain), default %s\n", d->data);
-    printf("  --epochs N        epochs, default %d\n", d->epochs);
-    printf("  --batch-size N    samples per step (per rank), default %d\n", d->batch_size);
-    printf("  --lr X            learning rate (OneCycle: the maximum), default %g\n", (double)d->lr);
-    printf("  --optimizer NAME  adam, adamw or sgd (momentum 0.9 with --sched onecycle), default %s\n",
-           d->optimizer);
-    printf("  --sched NAME      none (a constant lr) or onecycle (OneCycleLR over all steps,\n"
-           "                    cycling Adam's beta1 / SGD's momentum), default %s\n", sched_name(d->sched));
-    printf("  --pct-start X     OneCycle: fraction of the steps spent warming up, default %g\n", d->pct_start);
-    printf("  --div-factor X    OneCycle: initial lr = max lr / X, default %g\n", d->div_factor);
-    printf("  --seed N          seed for initialization, shuffling and dropout, default 0\n"
-           "  --threads N       BLAS threads, default: the BLAS library's choice\n"
-           "  --json            print a JSON summary as the last line\n"
-           "  --device NAME     cpu (default) or cuda (gradients reduced with NCCL when dgrad\n"
-           "                    has it; DG_COMM_BACKEND=mpi|local stages them through the host)\n"
-           "  --limit-train N   train on the first N training images only\n"
-           "  --normalize       inputs (pixel/255 - 0.1307) / 0.3081, as torchvision's Normalize;\n"
-           "                    default pixel/255, as ToTensor\n");
-    printf("  --train-accuracy  also evaluate on the training set after each epoch (default %s;\n"
-           "                    --no-train-accuracy: off)\n", d->train_accuracy ? "on" : "off");
-    if (p->has_bn)
-        printf("  --bn, --no-bn     BatchNorm2d after each convolution (default %s); without it\n"
-               "                    the convolutions get a bias\n", d->bn ? "on" : "off");
-    printf("  --bucket-cap-mb X DDP gradient bucket size in MiB, default 25\n"
-           "  --no-overlap      reduce gradients after backward instead of during it\n"
-           "  --logdir DIR      TensorBoard event files in DIR (rank 0): train/loss every\n"
-           "                    --log-every steps (rank 0's batch loss), per epoch the mean\n"
-           "                    loss, accuracies, lr, samples/s, all-reduce seconds, and\n"
-           "                    histograms of parameters and gradients\n"
-           "  --logdir-per-rank every rank writes DIR/rank<N> instead\n"
-           "  --log-every N     steps between train/loss scalars, default 10\n"
-           "  --timeline FILE   Chrome trace (Perfetto, chrome://tracing) of forward, backward,\n"
-           "                    all-reduces, optimizer and data; under mpirun each rank\n"
-           "                    writes FILE.rank<N>: merge with scripts/merge_timeline.py FILE\n"
-           "  --quiet           print nothing but errors (and --json's line)\n"
-           "  --checkpoint-dir DIR  checkpoints DIR/ckpt-<step>.dgck (written by rank 0)\n"
-           "  --checkpoint-every N  write one every N global steps (and at --max-steps)\n"
-           "  --keep N          checkpoints kept in DIR, default 3 (0 = all)\n"
-           "  --resume          continue from DIR's newest valid checkpoint, mid-epoch if need be\n"
-           "                    (bitwise identical with the same world and batch size; a\n"
-           "                    different world size continues at the next global batch);\n"
-           "                    starts from scratch if DIR holds no checkpoint\n"
-           "  --max-steps N     stop after N global steps (writing a checkpoint with --checkpoint-dir)\n"
-           "  --cuda-graph      with --device cuda in one process and --sched none: after 3 eager\n"
-           "                    steps, capture a whole training step in a CUDA graph and replay it\n"
-           "                    for each full batch; the loss is read back every --log-every steps\n"
-           "                    (the epoch's mean loss is summed on the GPU)\n"
-           "On a terminal rank 0 shows a progress bar, except under Open MPI's mpirun\n"
-           "(DG_PROGRESS=bar|lines|quiet overrides).\n"
-           "Under mpirun/srun each rank trains on its shard; --batch-size is per rank, and\n"
-           "batch-norm running statistics are rank 0's, broadcast before every step.\n");
+/* ---- the built-in flags ------------------------------------------------- */
+static const char *const optimizers[] = { "adam", "adamw", "sgd", NULL };
+static const char *const scheds[] = { "none", "onecycle", NULL };
+static const char *const devices[] = { "cpu", "cuda", NULL };
+
+#define OPT(f) offsetof(dg_train_opts, f)
+#define POS "an integer >= 1"
+static const dg_flag builtin_flags[] = {
+    { "--data", DG_FLAG_PATH, OPT(data), "DIR", "MNIST IDX files (.gz or plain), the default datasets", 0, 0, NULL, NULL },
+    { "--epochs", DG_FLAG_INT, OPT(epochs), "N", "epochs", 1, 100000, NULL, POS },
+    { "--batch-size", DG_FLAG_INT, OPT(batch_size), "N", "samples per step (per rank)", 1, 1 << 20, NULL, POS },
+    { "--lr", DG_FLAG_FLOAT, OPT(lr), "X", "learning rate (OneCycle: the maximum)", 0, 1e6, NULL, NULL },
+    { "--optimizer", DG_FLAG_CHOICE, OPT(optimizer), "NAME", "optimizer (sgd: momentum 0.9 with --sched onecycle)", 0, 0, optimizers, NULL },
+    { "--sched", DG_FLAG_CHOICE, OPT(sched), "NAME", "none (a constant lr) or onecycle (OneCycleLR over all steps,\n"
+      "cycling Adam's beta1 / SGD's momentum)", 0, 0, scheds, NULL },
+    { "--pct-start", DG_FLAG_DOUBLE, OPT(pct_start), "X", "OneCycle: fraction of the steps spent warming up", 0,
+      0.9999999999999999, NULL, "a number in (0, 1)" },
+    { "--div-factor", DG_FLAG_DOUBLE, OPT(div_factor), "X", "OneCycle: initial lr = max lr / X", 0, 1e6, NULL, NULL },
+    { "--seed", DG_FLAG_U64, OPT(seed), "N", "seed for initialization, shuffling and dropout", 0, 9.2e18, NULL, NULL },
+    { "--threads", DG_FLAG_INT, OPT(threads), "N", "BLAS threads (0: the BLAS library's choice)", 1, 1024, NULL, POS },
+    { "--json", DG_FLAG_SET, OPT(json), NULL, "print a JSON summary as the last line", 0, 0, NULL, NULL },
+    { "--device", DG_FLAG_CHOICE, OPT(device), "NAME", "cpu or cuda (gradients reduced with NCCL when dgrad has it;\n"
+      "DG_COMM_BACKEND=mpi|local stages them through the host)", 0, 0, devices, NULL },
+    { "--limit-train", DG_FLAG_I64, OPT(limit_train), "N", "train on the first N training samples only", 1, 9.2e18, NULL, POS },
+    { "--normalize", DG_FLAG_SET, OPT(normalize), NULL, "uint8 inputs (pixel/255 - 0.1307) / 0.3081, as torchvision's\n"
+      "Normalize; else pixel/255, as ToTensor", 0, 0, NULL, NULL },
+    { "--train-accuracy", DG_FLAG_SET, OPT(train_accuracy), NULL, "also evaluate on the training set after each epoch", 0, 0, NULL, NULL },
+    { "--no-train-accuracy", DG_FLAG_CLEAR, OPT(train_accuracy), NULL, "do not", 0, 0, NULL, NULL },
+    { "--bucket-cap-mb", DG_FLAG_DOUBLE, OPT(bucket_cap_mb), "X", "DDP gradient bucket size in MiB", 0, 1e6, NULL, NULL },
+    { "--no-overlap", DG_FLAG_CLEAR, OPT(overlap), NULL, "reduce gradients after backward instead of during it", 0, 0, NULL, NULL },
+    { "--logdir", DG_FLAG_PATH, OPT(logdir), "DIR", "TensorBoard event files in DIR (rank 0): train/loss every\n"
+      "--log-every steps, per epoch the mean loss, accuracies, lr, samples/s,\n"
+      "all-reduce seconds, histograms of parameters and gradients", 0, 0, NULL, NULL },
+    { "--logdir-per-rank", DG_FLAG_SET, OPT(logdir_per_rank), NULL, "every rank writes DIR/rank<N> instead", 0, 0, NULL, NULL },
+    { "--log-every", DG_FLAG_INT, OPT(log_every), "N", "steps between train/loss scalars", 1, 1000000000, NULL, POS },
+    { "--timeline", DG_FLAG_PATH, OPT(timeline), "FILE", "Chrome trace (Perfetto) of forward, backward, all-reduces,\n"
+      "optimizer and data; under mpirun each rank writes FILE.rank<N>\n"
+      "(merge with scripts/merge_timeline.py FILE)", 0, 0, NULL, NULL },
+    { "--quiet", DG_FLAG_SET, OPT(quiet), NULL, "print nothing but errors (and --json's line)", 0, 0, NULL, NULL },
+    { "--checkpoint-dir", DG_FLAG_PATH, OPT(ckpt_dir), "DIR", "checkpoints DIR/ckpt-<step>.dgck (written by rank 0)", 0, 0, NULL, NULL },
+    { "--checkpoint-every", DG_FLAG_I64, OPT(ckpt_every), "N", "write one every N global steps (and at --max-steps)", 1, 9.2e18, NULL, POS },
+    { "--keep", DG_FLAG_INT, OPT(keep), "N", "checkpoints kept in DIR (0 = all)", 0, 1000000, NULL, "an integer >= 0" },
+    { "--resume", DG_FLAG_SET, OPT(resume), NULL, "continue from DIR's newest valid checkpoint, mid-epoch if need be\n"
+      "(bitwise identical with the same world and batch size; another world\n"
+      "size continues at the next global batch); from scratch if DIR has none", 0, 0, NULL, NULL },
+    { "--max-steps", DG_FLAG_I64, OPT(max_steps), "N", "stop after N global steps (with a checkpoint under --checkpoint-dir)", 1, 9.2e18, NULL, POS },
+    { "--cuda-graph", DG_FLAG_SET, OPT(cuda_graph), NULL, "with --device cuda in one process and --sched none: after 3 eager\n"
+      "steps, capture a whole training step in a CUDA graph and replay it", 0, 0, NULL, NULL },
+};
+#undef OPT
+#undef POS
+
+static const char usage_tail[] =
+    "On a terminal rank 0 shows a progress bar, except under Open MPI's mpirun\n"
+    "(DG_PROGRESS=bar|lines|quiet overrides). Under mpirun/srun each rank trains on\n"
+    "its shard; --batch-size is per rank, and batch-norm running statistics are\n"
+    "rank 0's, broadcast before every step.";
+
+/* Flags that only make sense together. 0 or 2 (after a message). */
+static int check_combinations(const dg_train_program *p, const dg_train_opts *o) {
+    const char *msg = NULL;
+    if ((o->resume || o->ckpt_every) && !o->ckpt_dir)
+        msg = o->resume ? "--resume needs --checkpoint-dir" : "--checkpoint-every needs --checkpoint-dir";
+    else if (o->logdir_per_rank && !o->logdir)
+        msg = "--logdir-per-rank needs --logdir";
+    else if (o->cuda_graph && strcmp(o->device, "cuda"))
+        msg = "--cuda-graph needs --device cuda";
+    else if (o->cuda_graph && strcmp(o->sched, "none"))   /* the captured optimizer step keeps its lr */
+        msg = "--cuda-graph needs --sched none (a captured step cannot follow a schedule)";
+    if (!msg) return 0;
+    fprintf(stderr, "%s: %s\n", p->prog, msg);
+    return 2;
+}
+
+/* ---- the hooks' defaults -------------------------------------------------- */
+static dg_tensor *batch_loss(const dg_train_program *p, dg_tensor *out, dg_tensor *y) {
+    if (p->loss) return p->loss(out, y, p->user);
+    return dg_cross_entropy(out, y);
+}
+
+static dg_status batch_correct(const dg_train_program *p, dg_tensor *out, dg_tensor *y, int64_t *n) {
+    if (p->correct) return p->correct(out, y, n, p->user);
+    dg_tensor *am = dg_argmax(out, 1, false);
+    if (!am) return DG_ERR;
+    if (am->ndim != 1 || am->shape[0] != y->shape[0])
+        return dg_set_error("model output: argmax over dim 1 has %lld values for a batch of %lld "
+                            "(expected an output of shape [B, num_classes])",
+                            (long long)dg_numel(am), (long long)y->shape[0]);
+    int64_t b = y->shape[0];
+    int32_t *pred = malloc(2 * (size_t)b * sizeof *pred);
+    if (!pred) return dg_set_error("evaluation: out of memory");
+    dg_tensor_to_host(am, pred);
+    dg_tensor_to_host(y, pred + b);
+    for (int64_t i = 0; i < b; i++) *n += pred[i] == pred[b + i];
+    free(pred);
+    return DG_OK;
+}
+
+/* The model's output on the first batch must be [B, num_classes] for the
+ * default loss, so that a mismatch is named before any step. */
+static dg_status check_output(const dg_train_program *p, const dg_dataset *ds, dg_tensor *out, int64_t b) {
+    if (!out) return DG_ERR;
+    if (p->loss) return DG_OK;   /* a custom loss takes any shape */
+    if (out->ndim != 2 || out->shape[0] != b || out->shape[1] != ds->num_classes) {
+        char shape[96] = "";
+        for (int i = 0; i < out->ndim; i++) {
+            size_t l = strlen(shape);
+            snprintf(shape + l, sizeof shape - l, i ? "x%lld" : "%lld", (long long)out->shape[i]);
+        }
+        return dg_set_error("model output has shape [%s] for a batch of %lld; the loss needs [%lld x %d] "
+                            "(batch x the dataset's num_classes)", shape, (long long)b, (long long)b,
+                            ds->num_classes);
+    }
+    return DG_OK;
+}
+
+/* Returns 0 on success, -1 after --help, else the exit code. */
+static int parse_args(const dg_train_program *p, int argc, char **argv, dg_train_opts *o) {
+    *o = p->defaults;
+    dg_flag_table tables[2] = {
+        { builtin_flags, (int)(sizeof builtin_flags / sizeof builtin_flags[0]), o, &p->defaults },
+        { p->extra_flags, p->num_extra_flags, p->extra_target, NULL },
+    };
+    char head[512];
+    snprintf(head, sizeof head, "%s\n\n%s", p->about ? p->about : "", usage_tail);
+    int rc = dg_flags_parse(tables, p->extra_flags && p->extra_target ? 2 : 1, argc, argv, p->prog, head);
+    return rc ? rc : check_combinations(p, o);
 }
 
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static bool parse_long(const char *s, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
-static int bad_flag(const ex_program *p, const char *flag, const char *value, const char *expect) {
-    fprintf(stderr, "%s: invalid value '%s' for %s (expected %s)\n", p->prog, value, flag, expect);
-    return 2;
-}
-
-static bool one_of(const char *f, const char *const *names) {
-    for (; *names; names++)
-        if (!strcmp(f, *names)) return true;
-    return false;
-}
-
-/* Returns 0 on success, -1 after --help, else the exit code. */
-static int parse_args(const ex_program *p, int argc, char **argv, ex_options *o) {
-    static const char *const valued[] = {
-        "--data", "--epochs", "--batch-size", "--lr", "--optimizer", "--seed", "--threads",
-        "--device", "--bucket-cap-mb", "--logdir", "--timeline", "--log-every", "--checkpoint-dir",
-        "--checkpoint-every", "--keep", "--max-steps", "--limit-train", "--sched", "--pct-start",
-        "--div-factor", NULL
-    };
-    *o = p->defaults;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--json")) { o->json = true; continue; }
-        if (!strcmp(f, "--no-overlap")) { o->overlap = false; continue; }
-        if (!strcmp(f, "--quiet")) { o->quiet = true; continue; }
-        if (!strcmp(f, "--logdir-per-rank")) { o->logdir_per_rank = true; continue; }
-        if (!strcmp(f, "--resume")) { o->resume = true; continue; }
-        if (!strcmp(f, "--cuda-graph")) { o->cuda_graph = true; continue; }
-        if (!strcmp(f, "--normalize")) { o->normalize = true; continue; }
-        if (!strcmp(f, "--train-accuracy")) { o->train_accuracy = true; continue; }
-        if (!strcmp(f, "--no-train-accuracy")) { o->train_accuracy = false; continue; }
-        if (p->has_bn && !strcmp(f, "--bn")) { o->bn = true; continue; }
-        if (p->has_bn && !strcmp(f, "--no-bn")) { o->bn = false; continue; }
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { usage(p); return -1; }
-        if (!one_of(f, valued)) {
-            fprintf(stderr, "%s: unknown flag '%s' (see --help)\n", p->prog, f);
-            return 2;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "%s: flag %s needs a value\n", p->prog, f);
-            return 2;
-        }
-        const char *v = argv[++i];
-        long long n;
-        if (!strcmp(f, "--data")) {
-            o->data = v;
-        } else if (!strcmp(f, "--epochs")) {
-            if (!parse_long(v, 1, 100000, &n)) return bad_flag(p, f, v, "an integer >= 1");
-            o->epochs = (int)n;
-        } else if (!strcmp(f, "--batch-size")) {
-            if (!parse_long(v, 1, 1 << 20, &n)) return bad_flag(p, f, v, "an integer >= 1");
-            o->batch_size = (int)n;
-        } else if (!strcmp(f, "--seed")) {
-            if (!parse_long(v, 0, INT64_MAX, &n)) return bad_flag(p, f, v, "an integer >= 0");
-            o->seed = (uint64_t)n;
-        } else if (!strcmp(f, "--threads")) {
-            if (!parse_long(v, 1, 1024, &n)) return bad_flag(p, f, v, "an integer >= 1");
-            o->threads = (int)n;
-        } else if (!strcmp(f, "--lr") || !strcmp(f, "--bucket-cap-mb") || !strcmp(f, "--pct-start") ||
-                   !strcmp(f, "--div-factor")) {
-            char *end;
-            errno = 0;
-            double x = strtod(v, &end);
-            if (errno || end == v || *end || !(x > 0.0) || x > 1e6) return bad_flag(p, f, v, "a number > 0");
-            if (!strcmp(f, "--pct-start") && x >= 1.0) return bad_flag(p, f, v, "a number in (0, 1)");
-            if (!strcmp(f, "--lr")) o->lr = (float)x;
-            else if (!strcmp(f, "--bucket-cap-mb")) o->bucket_cap_mb = x;
-            else if (!strcmp(f, "--pct-start")) o->pct_start = x;
-            else o->div_factor = x;
-        } else if (!strcmp(f, "--device")) {
-            if (strcmp(v, "cpu") && strcmp(v, "cuda")) return bad_flag(p, f, v, "cpu or cuda");
-            o->device = v;
-        } else if (!strcmp(f, "--optimizer")) {
-            if (strcmp(v, "adam") && strcmp(v, "adamw") && strcmp(v, "sgd"))
-                return bad_flag(p, f, v, "adam, adamw or sgd");
-            o->optimizer = v;
-        } else if (!strcmp(f, "--sched")) {
-            if (!strcmp(v, "none")) o->sched = EX_SCHED_NONE;
-            else if (!strcmp(v, "onecycle")) o->sched = EX_SCHED_ONECYCLE;
-            else return bad_flag(p, f, v, "none or onecycle");
-        } else if (!strcmp(f, "--logdir") || !strcmp(f, "--timeline") || !strcmp(f, "--checkpoint-dir")) {
-            if (!v[0]) return bad_flag(p, f, v, "a path");
-            if (!strcmp(f, "--logdir")) o->logdir = v;
-            else if (!strcmp(f, "--timeline")) o->timeline = v;
-            else o->ckpt_dir = v;
-        } else if (!strcmp(f, "--log-every")) {
-            if (!parse_long(v, 1, 1000000000, &n)) return bad_flag(p, f, v, "an integer >= 1");
-            o->log_every = (int)n;
-        } else if (!strcmp(f, "--checkpoint-every") || !strcmp(f, "--max-steps") ||
-                   !strcmp(f, "--limit-train")) {
-            if (!parse_long(v, 1, INT64_MAX, &n)) return bad_flag(p, f, v, "an integer >= 1");
-            if (!strcmp(f, "--max-steps")) o->max_steps = n;
-            else if (!strcmp(f, "--limit-train")) o->limit_train = n;
-            else o->ckpt_every = n;
-        } else if (!strcmp(f, "--keep")) {
-            if (!parse_long(v, 0, 1000000, &n)) return bad_flag(p, f, v, "an integer >= 0");
-            o->keep = (int)n;
-        }
-    }
-    if ((o->resume || o->ckpt_every) && !o->ckpt_dir) {
-        fprintf(stderr, "%s: %s needs --checkpoint-dir\n", p->prog, o->resume ? "--resume" : "--checkpoint-every");
-        return 2;
-    }
-    if (o->logdir_per_rank && !o->logdir) {
-        fprintf(stderr, "%s: --logdir-per-rank needs --logdir\n", p->prog);
-        return 2;
-    }
-    if (o->cuda_graph && strcmp(o->device, "cuda")) {
-        fprintf(stderr, "%s: --cuda-graph needs --device cuda\n", p->prog);
-        return 2;
-    }
-    if (o->cuda_graph && o->sched != EX_SCHED_NONE) {   /* the captured optimizer step keeps its lr */
-        fprintf(stderr, "%s: --cuda-graph needs --sched none (a captured step cannot follow a schedule)\n",
-                p->prog);
-        return 2;
-    }
-    return 0;
 }
 
 /* FNV-1a over the bytes of tensors, so two runs (or two ranks) compare
@@ -283,7 +223,7 @@ static dg_status sync_buffers(dg_ddp *ddp, dg_tensor **bufs, int nb, int world) 
 /* Accuracy over a whole dataset, in eval mode without autograd. Each rank
  * takes its shard; the counts are summed, so every sample counts once. */
 static double evaluate(dg_ctx *ctx, dg_comm *comm, dg_module *model, const dg_dataset *ds,
-                       const ex_program *p, const ex_options *o) {
+                       const dg_train_program *p, const dg_train_opts *o) {
     dg_sampler s;
     dg_loader l;
     if (dg_sampler_init_eval(&s, ds->n, dg_comm_rank(comm), dg_comm_size(comm)) ||
@@ -295,16 +235,12 @@ static double evaluate(dg_ctx *ctx, dg_comm *comm, dg_module *model, const dg_da
     dg_loader_start_epoch(&l, 0);
     int64_t counts[2] = { 0, 0 }, b;   /* correct, seen */
     dg_tensor *x, *y;
-    int32_t pred[1000], lab[1000];
     while ((b = dg_loader_next(&l, ctx, p->flat_input, &x, &y)) > 0) {
-        dg_tensor *am = dg_argmax(dg_module_forward(model, x), 1, false);
-        if (!am) {
+        dg_tensor *out = dg_module_forward(model, x);
+        if (!out || batch_correct(p, out, y, &counts[0])) {
             b = -1;
             break;
         }
-        dg_tensor_to_host(am, pred);
-        dg_tensor_to_host(y, lab);
-        for (int64_t i = 0; i < b; i++) counts[0] += pred[i] == lab[i];
         counts[1] += b;
         dg_ctx_reset_step(ctx);
     }
@@ -317,10 +253,6 @@ static double evaluate(dg_ctx *ctx, dg_comm *comm, dg_module *model, const dg_da
     return (double)counts[0] / (double)counts[1];
 }
 
-static int fail(const ex_program *p, dg_comm *comm, const char *what) {
-    fprintf(stderr, "%s: rank %d: %s%s\n", p->prog, comm ? dg_comm_rank(comm) : 0, what, dg_last_error());
-    return 1;
-}
 
 /* ---- watching training: progress, TensorBoard (--logdir), --timeline ---- */
 typedef struct {
@@ -332,7 +264,7 @@ typedef struct {
 } observers;
 
 /* before any collective: a --logdir that is a file fails on every rank */
-static int check_logdir(const ex_program *p, const char *dir) {
+static int check_logdir(const dg_train_program *p, const char *dir) {
     struct stat sb;
     if (dir && stat(dir, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
         fprintf(stderr, "%s: --logdir '%s' exists and is not a directory\n", p->prog, dir);
@@ -341,7 +273,7 @@ static int check_logdir(const ex_program *p, const char *dir) {
     return 0;
 }
 
-static dg_status open_observers(observers *ob, const ex_options *o, int rank, int world) {
+static dg_status open_observers(observers *ob, const dg_train_opts *o, int rank, int world) {
     *ob = (observers){ 0 };
     /* every rank reads DG_PROGRESS, so that a bad value fails everywhere */
     if (dg_progress_new(&ob->progress, stdout, o->quiet ? DG_PROGRESS_QUIET : DG_PROGRESS_AUTO))
@@ -392,7 +324,7 @@ typedef struct {
 /* One training step on the full batch (x, y) by replaying the captured
  * step, captured first if need be. One process: nothing to reduce, so the
  * DDP is in no-sync mode and the step calls dg_ddp_backward for its timeline. */
-static dg_status graph_train_step(graph_step *gs, dg_ctx *ctx, dg_module *model, dg_optim *opt,
+static dg_status graph_train_step(graph_step *gs, const dg_train_program *p, dg_ctx *ctx, dg_module *model, dg_optim *opt,
                                   dg_ddp *ddp, dg_tensor *x, dg_tensor *y) {
     if (gs->g) {
         if (dg_tensor_copy(gs->x, x) || dg_tensor_copy(gs->y, y)) return DG_ERR;
@@ -402,7 +334,8 @@ static dg_status graph_train_step(graph_step *gs, dg_ctx *ctx, dg_module *model,
         if (!gs->x || !gs->y || dg_tensor_copy(gs->x, x) || dg_tensor_copy(gs->y, y) ||
             dg_graph_begin_capture(ctx))
             return DG_ERR;
-        dg_tensor *loss = dg_cross_entropy(dg_module_forward(model, gs->x), gs->y);
+        dg_tensor *out = dg_module_forward(model, gs->x);
+        dg_tensor *loss = out ? batch_loss(p, out, gs->y) : NULL;
         if (loss) {
             dg_optim_zero_grad(opt);
             if (dg_ddp_backward(ddp, loss)) loss = NULL;
@@ -442,7 +375,7 @@ static int64_t timed_next(dg_loader *l, dg_ctx *ctx, bool flat, dg_tensor **x, d
     return b;
 }
 
-static void observe_step(observers *ob, const ex_options *o, double loss, int64_t global_samples) {
+static void observe_step(observers *ob, const dg_train_opts *o, double loss, int64_t global_samples) {
     dg_progress_step(ob->progress, loss, global_samples);
     if (ob->tb && ob->step % o->log_every == 0)
         dg_summary_add_scalar(ob->tb, "train/loss", (float)loss, ob->step);
@@ -487,7 +420,7 @@ static void observe_epoch(observers *ob, dg_ctx *ctx, dg_ddp *ddp, dg_optim *opt
 }
 
 /* Writes the timeline and closes the event file; 1 on an error. */
-static int close_observers(const ex_program *p, observers *ob, const ex_options *o, int rank,
+static int close_observers(const dg_train_program *p, observers *ob, const dg_train_opts *o, int rank,
                            int world) {
     int rc = 0;
     if (dg_summary_close(ob->tb)) {
@@ -507,7 +440,7 @@ static int close_observers(const ex_program *p, observers *ob, const ex_options 
 
 /* ---- checkpoints (--checkpoint-dir, --resume) ------------------------- */
 /* Collective. Every rank returns the same status; rank 0 prints the error. */
-static int save_checkpoint(const ex_program *p, const ex_options *o, dg_ctx *ctx, dg_optim *opt,
+static int save_checkpoint(const dg_train_program *p, const dg_train_opts *o, dg_ctx *ctx, dg_optim *opt,
                            dg_comm *comm, dg_train_state *ts, dg_progress *progress) {
     dg_clear_error();
     if (dg_checkpoint_save(o->ckpt_dir, ctx, opt, ts, comm, o->keep)) {
@@ -521,7 +454,7 @@ static int save_checkpoint(const ex_program *p, const ex_options *o, dg_ctx *ctx
 
 /* --resume: 0 and *resumed on success (false when DIR holds no checkpoint),
  * else 1 on every rank (rank 0 prints the one-line error). */
-static int resume_checkpoint(const ex_program *p, const ex_options *o, dg_ctx *ctx, dg_optim *opt,
+static int resume_checkpoint(const dg_train_program *p, const dg_train_opts *o, dg_ctx *ctx, dg_optim *opt,
                              dg_comm *comm, dg_train_state *ts, dg_progress *progress, bool *resumed) {
     char path[4096] = "";
     int32_t found[2] = { 0, 0 };   /* status, found */
@@ -553,10 +486,107 @@ static int resume_checkpoint(const ex_program *p, const ex_options *o, dg_ctx *c
     return 0;
 }
 
-static dg_optim *make_optimizer(const ex_options *o, dg_tensor **params, int np) {
+
+static dg_status load_datasets(const dg_train_program *p, const dg_train_opts *o, dg_dataset *train,
+                               dg_dataset *test) {
+    memset(train, 0, sizeof *train);
+    memset(test, 0, sizeof *test);
+    dg_status s;
+    if (p->load_data) {
+        s = p->load_data(o, train, test, p->user);
+        if (!s && dg_dataset_check(train)) s = dg_set_error("training set: %s", dg_last_error());
+        if (!s && dg_dataset_check(test)) s = dg_set_error("test set: %s", dg_last_error());
+    } else {
+        s = dg_dataset_load_mnist(o->data, true, train);
+        if (!s) s = dg_dataset_load_mnist(o->data, false, test);
+        if (s) dg_set_error("%s (fetch the data with scripts/fetch_mnist.sh)", dg_last_error());
+    }
+    if (s) {
+        dg_dataset_free(train);
+        dg_dataset_free(test);
+    }
+    return s;
+}
+
+/* ---- the trainer's state ------------------------------------------------ */
+typedef struct {
+    const dg_train_program *p;
+    dg_train_opts o;
+    dg_dataset train, test;
+    dg_comm *comm;
+    int rank, world;
+    dg_ctx *ctx;
+    dg_module *model;
+    dg_tensor **params, **bufs;
+    int np, nb;
+    dg_optim *opt;
+    dg_ddp *ddp;
+    observers ob;
+    bool ob_open;
+    graph_step gs;
+    dg_sampler sampler;
+    dg_loader loader;
+    dg_sched *sched;
+    dg_train_state ts;
+    bool resumed, stop, checked_output, failed;
+    int64_t gstep;
+    double train_time, final_loss, first_loss, train_acc, test_acc;
+    int64_t train_samples;
+} trainer;
+
+/* A run-time error: the one-line message (rank, what, the last error).
+ * After one, a job of several ranks exits without waiting for the others
+ * (they may be gone): see dg_train_main. */
+static int fail(trainer *t, const char *what) {
+    fprintf(stderr, "%s: rank %d: %s%s\n", t->p->prog, t->comm ? dg_comm_rank(t->comm) : 0, what, dg_last_error());
+    t->failed = true;
+    return 1;
+}
+
+static void trainer_free(trainer *t) {
+    if (t->ob_open) close_observers(t->p, &t->ob, &t->o, t->rank, t->world);
+    dg_graph_free(t->gs.g);
+    dg_ddp_free(t->ddp);
+    dg_loader_free(&t->loader);
+    dg_sampler_free(&t->sampler);
+    dg_dataset_free(&t->train);
+    dg_dataset_free(&t->test);
+    dg_ctx_free(t->ctx);
+    dg_comm_free(t->comm);
+}
+
+/* Data, communicator and context. 0, or the exit code after a message. */
+static int setup_process(trainer *t) {
+    const dg_train_program *p = t->p;
+    dg_train_opts *o = &t->o;
+    if (check_logdir(p, o->logdir)) return 1;
+    if (o->threads) dg_set_num_threads(o->threads);
+    if (load_datasets(p, o, &t->train, &t->test)) {
+        fprintf(stderr, "%s: %s\n", p->prog, dg_last_error());
+        return 1;
+    }
+    if (o->limit_train && o->limit_train < t->train.n) t->train.n = o->limit_train;   /* the first N */
+    const char *backend = getenv("DG_COMM_BACKEND");   /* cuda: NCCL unless this says otherwise */
+    backend = !strcmp(o->device, "cuda") && !(backend && *backend) && dg_comm_has_backend("nccl") ? "nccl" : NULL;
+    if (dg_comm_init(&t->comm, backend)) {
+        fprintf(stderr, "%s: %s\n", p->prog, dg_last_error());
+        return 1;
+    }
+    t->rank = dg_comm_rank(t->comm);
+    t->world = dg_comm_size(t->comm);
+    if (o->cuda_graph && t->world > 1) {
+        fprintf(stderr, "%s: --cuda-graph runs in one process (this job has %d ranks)\n", p->prog, t->world);
+        return 2;
+    }
+    if (!(t->ctx = dg_ctx_new(!strcmp(o->device, "cuda") ? DG_CUDA : DG_CPU))) return fail(t, "");
+    dg_manual_seed(t->ctx, o->seed);
+    return 0;
+}
+
+static dg_optim *make_optimizer(const dg_train_opts *o, dg_tensor **params, int np) {
     if (!strcmp(o->optimizer, "sgd")) {
         dg_sgd_opts so = dg_sgd_defaults(o->lr);
-        if (o->sched == EX_SCHED_ONECYCLE) so.momentum = 0.9f;   /* OneCycle cycles it */
+        if (!strcmp(o->sched, "onecycle")) so.momentum = 0.9f;   /* OneCycle cycles it */
         return dg_optim_sgd(params, np, so);
     }
     dg_adam_opts ao = !strcmp(o->optimizer, "adamw") ? dg_adamw_defaults() : dg_adam_defaults();
@@ -564,223 +594,242 @@ static dg_optim *make_optimizer(const ex_options *o, dg_tensor **params, int np)
     return !strcmp(o->optimizer, "adamw") ? dg_optim_adamw(params, np, ao) : dg_optim_adam(params, np, ao);
 }
 
-int ex_main(const ex_program *p, int argc, char **argv) {
-    ex_options o;
-    int rc = parse_args(p, argc, argv, &o);
-    if (rc) return rc < 0 ? 0 : rc;
-    if (check_logdir(p, o.logdir)) return 1;
-    if (o.threads) dg_set_num_threads(o.threads);
-
-    dg_dataset train, test;
-    if (dg_dataset_load_mnist(o.data, true, &train) || dg_dataset_load_mnist(o.data, false, &test)) {
-        fprintf(stderr, "%s: %s (fetch the data with scripts/fetch_mnist.sh)\n", p->prog, dg_last_error());
-        dg_dataset_free(&train);
-        return 1;
+/* Model, optimizer, DDP, observers, sampler, loader, schedule. */
+static int setup_training(trainer *t) {
+    const dg_train_program *p = t->p;
+    const dg_train_opts *o = &t->o;
+    dg_clear_error();
+    if (!(t->model = p->build(t->ctx, o, p->user))) {
+        if (!dg_has_error()) dg_set_error("build returned NULL");
+        return fail(t, "model: ");
     }
-    if (o.limit_train && o.limit_train < train.n) train.n = o.limit_train;   /* the first N */
-    dg_comm *comm;
-    const char *backend = getenv("DG_COMM_BACKEND");   /* cuda: NCCL unless this says otherwise */
-    backend = !strcmp(o.device, "cuda") && !(backend && *backend) && dg_comm_has_backend("nccl") ? "nccl" : NULL;
-    if (dg_comm_init(&comm, backend)) {
-        fprintf(stderr, "%s: %s\n", p->prog, dg_last_error());
-        dg_dataset_free(&train);
-        dg_dataset_free(&test);
-        return 1;
-    }
-    int rank = dg_comm_rank(comm), world = dg_comm_size(comm);
-    dg_ctx *ctx = NULL;
-    if (o.cuda_graph && world > 1)
-        fprintf(stderr, "%s: --cuda-graph runs in one process (this job has %d ranks)\n", p->prog, world);
-    else if (!(ctx = dg_ctx_new(!strcmp(o.device, "cuda") ? DG_CUDA : DG_CPU)))
-        fail(p, comm, "");
-    if (!ctx) {   /* free what there is, so that sanitizers see no leak */
-        dg_dataset_free(&train);
-        dg_dataset_free(&test);
-        dg_comm_free(comm);
-        return o.cuda_graph && world > 1 ? 2 : 1;
-    }
-    dg_manual_seed(ctx, o.seed);
-    dg_module *model = p->build(ctx, &o);
-    if (!model) return fail(p, comm, "model: ");
-    dg_tensor **params, **bufs;
-    int np = dg_module_parameters(model, &params), nb = dg_module_buffers(model, &bufs);
-    dg_optim *opt = make_optimizer(&o, params, np);
-    if (!opt) return fail(p, comm, "optimizer: ");
-
+    t->np = dg_module_parameters(t->model, &t->params);
+    t->nb = dg_module_buffers(t->model, &t->bufs);
+    if (!(t->opt = make_optimizer(o, t->params, t->np))) return fail(t, "optimizer: ");
     dg_ddp_opts dopts = dg_ddp_defaults();
-    dopts.overlap = o.overlap;
-    dopts.bucket_cap_bytes = (size_t)(o.bucket_cap_mb * 1048576.0);
+    dopts.overlap = o->overlap;
+    dopts.bucket_cap_bytes = (size_t)(o->bucket_cap_mb * 1048576.0);
     if (dopts.first_bucket_cap_bytes > dopts.bucket_cap_bytes) dopts.first_bucket_cap_bytes = dopts.bucket_cap_bytes;
-    dg_ddp *ddp;
-    if (dg_ddp_new(&ddp, ctx, comm, dopts)) return fail(p, comm, "");
-    if (sync_buffers(ddp, bufs, nb, world)) return fail(p, comm, "broadcast of buffers: ");
-    observers ob;
-    if (open_observers(&ob, &o, rank, world)) {
-        fail(p, comm, "");
-        dg_ddp_free(ddp);
-        dg_dataset_free(&train);
-        dg_dataset_free(&test);
-        dg_ctx_free(ctx);
-        dg_comm_free(comm);
-        return 1;
-    }
-    dg_ddp_set_timeline(ddp, ob.tl);
-    graph_step gs = { .on = o.cuda_graph, .warmup = 3 };
-    if (gs.on) dg_ddp_set_no_sync(ddp, true);   /* one process: nothing to reduce */
-
+    if (dg_ddp_new(&t->ddp, t->ctx, t->comm, dopts)) return fail(t, "");
+    if (sync_buffers(t->ddp, t->bufs, t->nb, t->world)) return fail(t, "broadcast of buffers: ");
+    if (open_observers(&t->ob, o, t->rank, t->world)) return fail(t, "");
+    t->ob_open = true;
+    dg_ddp_set_timeline(t->ddp, t->ob.tl);
+    t->gs = (graph_step){ .on = o->cuda_graph, .warmup = 3 };
+    if (t->gs.on) dg_ddp_set_no_sync(t->ddp, true);   /* one process: nothing to reduce */
     /* DistributedSampler semantics: a shuffle shared by every rank, padded
      * so that each rank gets the same number of samples */
-    dg_sampler sampler;
-    dg_loader loader;
-    if (dg_sampler_init(&sampler, train.n, rank, world, true, o.seed, false) ||
-        dg_loader_init(&loader, &train, &sampler, o.batch_size, false))
-        return fail(p, comm, "");
-    set_normalize(&loader, o.normalize);
-    dg_sched *sched = NULL;
-    if (o.sched == EX_SCHED_ONECYCLE) {
-        dg_onecycle_opts oc = dg_onecycle_defaults(o.lr, dg_loader_num_batches(&loader) * o.epochs);
-        oc.pct_start = o.pct_start;
-        oc.div_factor = o.div_factor;
-        if (!(sched = dg_sched_onecycle(opt, oc))) return fail(p, comm, "scheduler: ");
+    if (dg_sampler_init(&t->sampler, t->train.n, t->rank, t->world, true, o->seed, false) ||
+        dg_loader_init(&t->loader, &t->train, &t->sampler, o->batch_size, false))
+        return fail(t, "");
+    set_normalize(&t->loader, o->normalize);
+    if (!strcmp(o->sched, "onecycle")) {
+        dg_onecycle_opts oc = dg_onecycle_defaults(o->lr, dg_loader_num_batches(&t->loader) * o->epochs);
+        oc.pct_start = o->pct_start;
+        oc.div_factor = o->div_factor;
+        if (!(t->sched = dg_sched_onecycle(t->opt, oc))) return fail(t, "scheduler: ");
     }
-    if (rank == 0 && world > 1)
-        dg_progress_log(ob.progress, "data-parallel over %d ranks (%s), %lld samples per rank per epoch, batch %d per rank",
-                        world, dg_comm_backend_name(comm), (long long)sampler.num_samples, o.batch_size);
-
+    if (t->rank == 0 && t->world > 1)
+        dg_progress_log(t->ob.progress, "data-parallel over %d ranks (%s), %lld samples per rank per epoch, batch %d per rank",
+                        t->world, dg_comm_backend_name(t->comm), (long long)t->sampler.num_samples, o->batch_size);
     /* checkpoint state: the epoch's loss sums are per-rank statistics */
-    dg_train_state ts = { .batch_size = o.batch_size, .optimizer = o.optimizer, .sampler = &sampler,
-                          .buffers = bufs, .num_buffers = nb };
-    bool resumed = false, stop = false;
-    int64_t gstep = 0;
-    int see_rc = 0;   /* on a checkpoint error every rank cleans up (ckpt_fail) and exits 1 */
-    if (o.resume && resume_checkpoint(p, &o, ctx, opt, comm, &ts, ob.progress, &resumed)) goto ckpt_fail;
-    if (resumed) gstep = ob.step = ts.step;
+    t->ts = (dg_train_state){ .batch_size = o->batch_size, .optimizer = o->optimizer, .sampler = &t->sampler,
+                              .buffers = t->bufs, .num_buffers = t->nb };
+    if (o->resume && resume_checkpoint(p, o, t->ctx, t->opt, t->comm, &t->ts, t->ob.progress, &t->resumed))
+        return 1;
+    if (t->resumed) t->gstep = t->ob.step = t->ts.step;
     /* the schedule is a function of the step: replay it (the optimizer's lr
      * and betas come back as the uninterrupted run had them) */
-    for (int64_t s = 0; sched && s < gstep; s++)
-        if (dg_sched_step(sched)) return fail(p, comm, "--resume: scheduler: ");
-    int start_epoch = resumed ? (int)ts.epoch : 0;
+    for (int64_t s = 0; t->sched && s < t->gstep; s++)
+        if (dg_sched_step(t->sched)) return fail(t, "--resume: scheduler: ");
+    return 0;
+}
 
-    double train_time = 0.0, final_loss = 0.0, first_loss = -1.0, train_acc = -1.0, test_acc = 0.0;
-    int64_t train_samples = 0;
-    for (int epoch = start_epoch; epoch < o.epochs && !(o.max_steps && gstep >= o.max_steps); epoch++) {
-        dg_loader_start_epoch(&loader, epoch);
-        dg_progress_start_epoch(ob.progress, epoch, o.epochs, dg_loader_num_batches(&loader));
+/* One eager step: forward, loss, backward with the all-reduce, update.
+ * *l gets the loss. */
+static int eager_step(trainer *t, dg_tensor *x, dg_tensor *y, int64_t b, double *l) {
+    const dg_train_program *p = t->p;
+    if (t->gs.warmup > 0) t->gs.warmup--;
+    if (sync_buffers(t->ddp, t->bufs, t->nb, t->world)) return fail(t, "broadcast of buffers: ");
+    dg_timeline_begin(t->ob.tl, "forward", DG_TIMELINE_COMPUTE);
+    dg_tensor *out = dg_module_forward(t->model, x);
+    if (!t->checked_output) {
+        if (check_output(p, &t->train, out, b)) return fail(t, "");
+        t->checked_output = true;
+    }
+    dg_tensor *loss = out ? batch_loss(p, out, y) : NULL;
+    dg_timeline_end(t->ob.tl, DG_TIMELINE_COMPUTE);
+    if (!loss) return fail(t, "");
+    if (dg_numel(loss) != 1) {
+        dg_set_error("the loss has %lld values, expected a scalar", (long long)dg_numel(loss));
+        return fail(t, "loss: ");
+    }
+    dg_optim_zero_grad(t->opt);
+    if (dg_ddp_backward(t->ddp, loss)) return fail(t, "");   /* backward, all-reduce */
+    dg_timeline_begin(t->ob.tl, "optimizer_step", DG_TIMELINE_COMPUTE);
+    dg_optim_step(t->opt);
+    if (t->sched && dg_sched_step(t->sched)) return fail(t, "scheduler: ");
+    dg_timeline_end(t->ob.tl, DG_TIMELINE_COMPUTE);
+    *l = dg_item(loss);
+    return 0;
+}
+
+/* The batches of one epoch. 0, or the exit code (after a message). */
+static int run_batches(trainer *t, int epoch, double sums[2], int64_t *samples) {
+    const dg_train_program *p = t->p;
+    const dg_train_opts *o = &t->o;
+    int64_t b;
+    dg_tensor *x, *y;
+    while ((b = timed_next(&t->loader, t->ctx, p->flat_input, &x, &y, t->ob.tl)) > 0) {
+        double l;
+        graph_step *gs = &t->gs;
+        if (gs->on && gs->warmup == 0 && b == o->batch_size) {   /* --cuda-graph */
+            dg_timeline_begin(t->ob.tl, "graph_replay", DG_TIMELINE_COMPUTE);
+            if (graph_train_step(gs, p, t->ctx, t->model, t->opt, t->ddp, x, y))
+                return fail(t, "--cuda-graph: ");
+            dg_timeline_end(t->ob.tl, DG_TIMELINE_COMPUTE);
+            if (t->ob.step % o->log_every == 0 || dg_graph_replays(gs->g) == 1) gs->last_loss = dg_item(gs->loss);
+            l = gs->last_loss;   /* sums: graph_flush */
+        } else {
+            int rc = eager_step(t, x, y, b, &l);
+            if (rc) return rc;
+            sums[0] += l;
+            sums[1] += 1.0;
+        }
+        if (t->first_loss < 0) t->first_loss = l;
+        *samples += b;
+        observe_step(&t->ob, o, l, b * t->world);
+        dg_ctx_reset_step(t->ctx);
+        t->gstep++;
+        t->stop = o->max_steps && t->gstep >= o->max_steps;
+        if (o->ckpt_dir && (t->stop || (o->ckpt_every && t->gstep % o->ckpt_every == 0))) {
+            graph_flush(gs, sums);
+            t->ts = (dg_train_state){ .step = t->gstep, .epoch = epoch, .pos = t->loader.pos,
+                                      .batch_size = o->batch_size, .optimizer = o->optimizer,
+                                      .sampler = &t->sampler, .num_stats = 2, .stats = { sums[0], sums[1] },
+                                      .buffers = t->bufs, .num_buffers = t->nb };
+            if (save_checkpoint(p, o, t->ctx, t->opt, t->comm, &t->ts, t->ob.progress)) return 1;
+        }
+        if (t->stop) break;
+    }
+    if (b < 0) return fail(t, "");
+    graph_flush(&t->gs, sums);
+    return 0;
+}
+
+/* Epoch statistics, evaluation and the epoch's line. */
+static int end_epoch(trainer *t, int epoch, double dt, double sums[2], int64_t samples) {
+    const dg_train_program *p = t->p;
+    const dg_train_opts *o = &t->o;
+    /* global numbers: the slowest rank's time, every rank's samples */
+    int64_t gsamples = samples;
+    if (dg_comm_allreduce(t->comm, &dt, 1, DG_COMM_F64, DG_COMM_MAX) ||
+        dg_comm_allreduce(t->comm, &gsamples, 1, DG_COMM_I64, DG_COMM_SUM) ||
+        dg_comm_allreduce(t->comm, sums, 2, DG_COMM_F64, DG_COMM_SUM))
+        return fail(t, "");
+    t->train_time += dt;
+    t->train_samples += gsamples;
+    t->final_loss = sums[0] / sums[1];
+    dg_timeline_begin(t->ob.tl, "evaluate", DG_TIMELINE_COMPUTE);
+    if (sync_buffers(t->ddp, t->bufs, t->nb, t->world)) return fail(t, "broadcast of buffers: ");
+    if (o->train_accuracy) t->train_acc = evaluate(t->ctx, t->comm, t->model, &t->train, p, o);
+    t->test_acc = evaluate(t->ctx, t->comm, t->model, &t->test, p, o);
+    dg_timeline_end(t->ob.tl, DG_TIMELINE_COMPUTE);
+    if ((o->train_accuracy && t->train_acc < 0) || t->test_acc < 0) return fail(t, "evaluation: ");
+    if (t->rank == 0) {
+        char tr[48] = "";
+        if (o->train_accuracy) snprintf(tr, sizeof tr, "  train acc %.2f%%", 100.0 * t->train_acc);
+        dg_progress_log(t->ob.progress, "epoch %d/%d  loss %.4f%s  test acc %.2f%%  %.0f samples/s", epoch + 1,
+                        o->epochs, t->final_loss, tr, 100.0 * t->test_acc, (double)gsamples / dt);
+    }
+    observe_epoch(&t->ob, t->ctx, t->ddp, t->opt, t->final_loss, t->train_acc, t->test_acc, (double)gsamples / dt);
+    return 0;
+}
+
+static int train_epochs(trainer *t) {
+    const dg_train_opts *o = &t->o;
+    int start_epoch = t->resumed ? (int)t->ts.epoch : 0;
+    for (int epoch = start_epoch; epoch < o->epochs && !(o->max_steps && t->gstep >= o->max_steps); epoch++) {
+        dg_loader_start_epoch(&t->loader, epoch);
+        dg_progress_start_epoch(t->ob.progress, epoch, o->epochs, dg_loader_num_batches(&t->loader));
         double t0 = now();
         double sums[2] = { 0.0, 0.0 };   /* loss sum, steps */
-        if (resumed && epoch == start_epoch) {   /* skip what the checkpoint consumed */
-            loader.pos = ts.pos;
-            sums[0] = ts.num_stats == 2 ? ts.stats[0] : 0.0;
-            sums[1] = ts.num_stats == 2 ? ts.stats[1] : 0.0;
+        if (t->resumed && epoch == start_epoch) {   /* skip what the checkpoint consumed */
+            t->loader.pos = t->ts.pos;
+            sums[0] = t->ts.num_stats == 2 ? t->ts.stats[0] : 0.0;
+            sums[1] = t->ts.num_stats == 2 ? t->ts.stats[1] : 0.0;
         }
-        int64_t samples = 0, b;
-        dg_tensor *x, *y;
-        while ((b = timed_next(&loader, ctx, p->flat_input, &x, &y, ob.tl)) > 0) {
-            double l;
-            if (gs.on && gs.warmup == 0 && b == o.batch_size) {   /* --cuda-graph */
-                dg_timeline_begin(ob.tl, "graph_replay", DG_TIMELINE_COMPUTE);
-                if (graph_train_step(&gs, ctx, model, opt, ddp, x, y)) return fail(p, comm, "--cuda-graph: ");
-                dg_timeline_end(ob.tl, DG_TIMELINE_COMPUTE);
-                if (ob.step % o.log_every == 0 || dg_graph_replays(gs.g) == 1) gs.last_loss = dg_item(gs.loss);
-                l = gs.last_loss;   /* sums: graph_flush */
-            } else {
-                if (gs.warmup > 0) gs.warmup--;
-                if (sync_buffers(ddp, bufs, nb, world)) return fail(p, comm, "broadcast of buffers: ");
-                dg_timeline_begin(ob.tl, "forward", DG_TIMELINE_COMPUTE);
-                dg_tensor *loss = dg_cross_entropy(dg_module_forward(model, x), y);
-                dg_timeline_end(ob.tl, DG_TIMELINE_COMPUTE);
-                if (!loss) return fail(p, comm, "");
-                dg_optim_zero_grad(opt);
-                if (dg_ddp_backward(ddp, loss)) return fail(p, comm, "");   /* backward, all-reduce */
-                dg_timeline_begin(ob.tl, "optimizer_step", DG_TIMELINE_COMPUTE);
-                dg_optim_step(opt);
-                if (sched && dg_sched_step(sched)) return fail(p, comm, "scheduler: ");
-                dg_timeline_end(ob.tl, DG_TIMELINE_COMPUTE);
-                l = dg_item(loss);
-                sums[0] += l;
-                sums[1] += 1.0;
-            }
-            if (first_loss < 0) first_loss = l;
-            samples += b;
-            observe_step(&ob, &o, l, b * world);
-            dg_ctx_reset_step(ctx);
-            gstep++;
-            stop = o.max_steps && gstep >= o.max_steps;
-            if (o.ckpt_dir && (stop || (o.ckpt_every && gstep % o.ckpt_every == 0))) {
-                graph_flush(&gs, sums);
-                ts = (dg_train_state){ .step = gstep, .epoch = epoch, .pos = loader.pos, .batch_size = o.batch_size,
-                                       .optimizer = o.optimizer, .sampler = &sampler, .num_stats = 2,
-                                       .stats = { sums[0], sums[1] }, .buffers = bufs, .num_buffers = nb };
-                if (save_checkpoint(p, &o, ctx, opt, comm, &ts, ob.progress)) goto ckpt_fail;
-            }
-            if (stop) break;
-        }
-        if (b < 0) return fail(p, comm, "");
-        graph_flush(&gs, sums);
-        if (stop) break;   /* --max-steps: mid-epoch, no epoch statistics */
-        double dt = now() - t0;
-        /* global numbers: the slowest rank's time, every rank's samples */
-        int64_t gsamples = samples;
-        if (dg_comm_allreduce(comm, &dt, 1, DG_COMM_F64, DG_COMM_MAX) ||
-            dg_comm_allreduce(comm, &gsamples, 1, DG_COMM_I64, DG_COMM_SUM) ||
-            dg_comm_allreduce(comm, sums, 2, DG_COMM_F64, DG_COMM_SUM))
-            return fail(p, comm, "");
-        train_time += dt;
-        train_samples += gsamples;
-        final_loss = sums[0] / sums[1];
-        dg_timeline_begin(ob.tl, "evaluate", DG_TIMELINE_COMPUTE);
-        if (sync_buffers(ddp, bufs, nb, world)) return fail(p, comm, "broadcast of buffers: ");
-        if (o.train_accuracy) train_acc = evaluate(ctx, comm, model, &train, p, &o);
-        test_acc = evaluate(ctx, comm, model, &test, p, &o);
-        dg_timeline_end(ob.tl, DG_TIMELINE_COMPUTE);
-        if ((o.train_accuracy && train_acc < 0) || test_acc < 0) return fail(p, comm, "evaluation: ");
-        if (rank == 0) {
-            char tr[48] = "";
-            if (o.train_accuracy) snprintf(tr, sizeof tr, "  train acc %.2f%%", 100.0 * train_acc);
-            dg_progress_log(ob.progress, "epoch %d/%d  loss %.4f%s  test acc %.2f%%  %.0f samples/s",
-                            epoch + 1, o.epochs, final_loss, tr, 100.0 * test_acc, (double)gsamples / dt);
-        }
-        observe_epoch(&ob, ctx, ddp, opt, final_loss, train_acc, test_acc, (double)gsamples / dt);
+        int64_t samples = 0;
+        int rc = run_batches(t, epoch, sums, &samples);
+        if (rc) return rc;
+        if (t->stop) break;   /* --max-steps: mid-epoch, no epoch statistics */
+        if ((rc = end_epoch(t, epoch, now() - t0, sums, samples))) return rc;
     }
-    see_rc = close_observers(p, &ob, &o, rank, world);
+    return 0;
+}
+
+/* The booleans of the program's own flags, as JSON fields ("bn": true). */
+static void json_extra(FILE *f, const dg_train_program *p) {
+    for (int i = 0; p->extra_target && i < p->num_extra_flags; i++) {
+        const dg_flag *fl = &p->extra_flags[i];
+        if (fl->kind != DG_FLAG_SET) continue;
+        const char *n = fl->name + strspn(fl->name, "-");
+        fprintf(f, "\"");
+        for (; *n; n++) fputc(*n == '-' ? '_' : *n, f);
+        fprintf(f, "\": %s, ", *(const bool *)((const char *)p->extra_target + fl->offset) ? "true" : "false");
+    }
+}
+
+/* The run's result: parameters' hash, agreement, the --json line. */
+static int report(trainer *t) {
+    const dg_train_program *p = t->p;
+    const dg_train_opts *o = &t->o;
+    int see_rc = close_observers(p, &t->ob, o, t->rank, t->world);
+    t->ob_open = false;
     dg_ddp_stats st;
-    dg_ddp_get_stats(ddp, &st);
+    dg_ddp_get_stats(t->ddp, &st);
     int np_all;
-    dg_tensor **all = dg_ctx_params(ctx, &np_all);
+    dg_tensor **all = dg_ctx_params(t->ctx, &np_all);
     uint64_t hash = fnv1a(FNV_START, all, np_all);
     bool agree = false;   /* the model every rank ends with: rank 0's buffers too */
-    if (sync_buffers(ddp, bufs, nb, world) || replicas_agree(comm, hash, bufs, nb, &agree))
-        return fail(p, comm, "");
-    if (o.json && rank == 0) {
-        char tr[32] = "null";
-        if (train_acc >= 0) snprintf(tr, sizeof tr, "%.6f", train_acc);
-        printf("{\"model\": \"%s\", \"device\": \"%s\", \"epochs\": %d, \"world_size\": %d, "
-               "\"batch_size\": %d, \"optimizer\": \"%s\", \"lr\": %g, \"sched\": \"%s\", \"seed\": %llu, "
-               "\"bn\": %s, \"normalize\": %s, \"train_images\": %lld, "
-               "\"first_loss\": %.6f, \"final_loss\": %.6f, \"train_accuracy\": %s, \"test_accuracy\": %.6f, "
-               "\"train_samples_per_sec\": %.1f, \"train_seconds\": %.3f, \"overlap\": %s, "
-               "\"buckets\": %d, \"allreduce_seconds\": %.4f, \"steps\": %lld, \"comm\": \"%s\", "
-               "\"cuda_graph\": %s, \"params_hash\": \"%016llx\", \"replicas_agree\": %s}\n",
-               p->model, o.device, o.epochs, world, o.batch_size, o.optimizer, o.lr, sched_name(o.sched),
-               (unsigned long long)o.seed, p->has_bn && o.bn ? "true" : "false",
-               o.normalize ? "true" : "false", (long long)train.n, first_loss, final_loss, tr, test_acc,
-               train_time > 0 ? (double)train_samples / train_time : 0.0, train_time,
-               o.overlap ? "true" : "false", st.num_buckets, st.wait_seconds, (long long)gstep,
-               dg_comm_backend_name(comm), o.cuda_graph ? "true" : "false", (unsigned long long)hash,
-               agree ? "true" : "false");
-    }
-    if (0) {
-ckpt_fail:
-        close_observers(p, &ob, &o, rank, world);
-        see_rc = 1;
-    }
-    dg_graph_free(gs.g);
-    dg_ddp_free(ddp);
-    dg_loader_free(&loader);
-    dg_sampler_free(&sampler);
-    dg_dataset_free(&train);
-    dg_dataset_free(&test);
-    dg_ctx_free(ctx);
-    dg_comm_free(comm);
+    if (sync_buffers(t->ddp, t->bufs, t->nb, t->world) || replicas_agree(t->comm, hash, t->bufs, t->nb, &agree))
+        return fail(t, "");
+    if (!o->json || t->rank != 0) return see_rc;
+    char tr[32] = "null";
+    if (t->train_acc >= 0) snprintf(tr, sizeof tr, "%.6f", t->train_acc);
+    printf("{\"model\": \"%s\", \"device\": \"%s\", \"epochs\": %d, \"world_size\": %d, "
+           "\"batch_size\": %d, \"optimizer\": \"%s\", \"lr\": %g, \"sched\": \"%s\", \"seed\": %llu, ",
+           p->model ? p->model : p->prog, o->device, o->epochs, t->world, o->batch_size, o->optimizer, o->lr,
+           o->sched, (unsigned long long)o->seed);
+    json_extra(stdout, p);
+    printf("\"normalize\": %s, \"train_images\": %lld, "
+           "\"first_loss\": %.6f, \"final_loss\": %.6f, \"train_accuracy\": %s, \"test_accuracy\": %.6f, "
+           "\"train_samples_per_sec\": %.1f, \"train_seconds\": %.3f, \"overlap\": %s, "
+           "\"buckets\": %d, \"allreduce_seconds\": %.4f, \"steps\": %lld, \"comm\": \"%s\", "
+           "\"cuda_graph\": %s, \"params_hash\": \"%016llx\", \"replicas_agree\": %s}\n",
+           o->normalize ? "true" : "false", (long long)t->train.n, t->first_loss, t->final_loss, tr, t->test_acc,
+           t->train_time > 0 ? (double)t->train_samples / t->train_time : 0.0, t->train_time,
+           o->overlap ? "true" : "false", st.num_buckets, st.wait_seconds, (long long)t->gstep,
+           dg_comm_backend_name(t->comm), o->cuda_graph ? "true" : "false", (unsigned long long)hash,
+           agree ? "true" : "false");
     return see_rc;
+}
+
+int dg_train_main(const dg_train_program *p, int argc, char **argv) {
+    if (!p || !p->build || !p->prog) {
+        fprintf(stderr, "%s: dg_train_main: %s\n", p && p->prog ? p->prog : "dgrad",
+                !p ? "no program (NULL)" : !p->prog ? "the program has no name (prog is NULL)"
+                                                    : "the program has no model (build is NULL)");
+        return 1;
+    }
+    trainer t = { .p = p, .first_loss = -1.0, .train_acc = -1.0 };
+    int rc = parse_args(p, argc, argv, &t.o);
+    if (rc) return rc < 0 ? 0 : rc;
+    rc = setup_process(&t);
+    if (!rc) rc = setup_training(&t);
+    if (!rc) rc = train_epochs(&t);
+    if (!rc) rc = report(&t);
+    if (t.failed && t.world > 1) return rc;   /* no collective teardown with ranks in doubt */
+    trainer_free(&t);
+    return rc;
 }

@@ -1,4 +1,5 @@
-/* dgrad/data.h - IDX files (MNIST's format), in-memory datasets, a
+/* dgrad/data.h - datasets (torch.utils.data.Dataset: a length and a way to
+ * get sample i), IDX files (MNIST's format) and CSV files as datasets, a
  * distributed sampler and a batch loader.
  *
  * The IDX reader takes plain or gzip-compressed files (zlib) and validates
@@ -30,19 +31,48 @@ typedef struct {
 dg_status dg_idx_read(const char *path, dg_idx *out);
 void dg_idx_free(dg_idx *idx);
 
-/* ---- datasets --------------------------------------------------------- */
-
-/* An in-memory image classification dataset: n samples of sample_size
- * uint8 pixels each and one label in [0, num_classes) each. */
-typedef struct {
+/* ---- datasets ---------------------------------------------------------
+ * A dataset is n samples, each a float tensor of sample_shape and an int32
+ * class label in [0, num_classes). Its samples come from one of three
+ * places, tried in this order:
+ *   get       your function (any storage, any transform): the custom case;
+ *   features  n * sample_size floats in memory (CSV files load this way);
+ *   images    n * sample_size uint8 pixels in memory (IDX files), turned
+ *             into floats by the loader's scale and shift (ToTensor by
+ *             default).
+ * A custom dataset: zero the struct, set n, ndim_sample, sample_shape,
+ * sample_size (= the product of sample_shape), num_classes, get and user
+ * (and release, called by dg_dataset_free); dg_dataset_check tells what
+ * is missing. */
+typedef struct dg_dataset dg_dataset;
+struct dg_dataset {
     int64_t n;
-    int64_t sample_size;          /* e.g. 784 */
+    int64_t sample_size;          /* floats per sample, e.g. 784 */
     int ndim_sample;              /* e.g. 2 for 28x28 */
     int64_t sample_shape[DG_MAX_DIMS - 1];
     int num_classes;
-    uint8_t *images;              /* n * sample_size, owned */
-    int32_t *labels;              /* n, owned */
-} dg_dataset;
+    uint8_t *images;              /* n * sample_size, owned, or NULL */
+    int32_t *labels;              /* n, owned (with images or features) */
+    float *features;              /* n * sample_size, owned, or NULL */
+    /* Writes sample i (0 <= i < n) into x (sample_size floats) and its
+     * label into *y; DG_ERR with a message (dg_set_error) on failure. It
+     * may be called from the loader's thread only, in any order. */
+    dg_status (*get)(const dg_dataset *ds, int64_t i, float *x, int32_t *y);
+    void *user;                   /* for get */
+    void (*release)(void *user);  /* optional: frees user in dg_dataset_free */
+    const char *name;             /* optional, for messages; not owned (the CSV
+                                     loader points it at its path argument) */
+};
+
+/* DG_OK if ds is usable: n >= 1, a source, sample_size the product of
+ * sample_shape (1 <= ndim_sample < DG_MAX_DIMS), num_classes >= 1; else a
+ * one-line message naming the dataset and the field. */
+dg_status dg_dataset_check(const dg_dataset *ds);
+
+/* Sample i as floats (x: sample_size) and its label, from whichever source
+ * ds has (images as pixel / 255). A label outside [0, num_classes) is an
+ * error naming the dataset, the index and the label. */
+dg_status dg_dataset_get(const dg_dataset *ds, int64_t i, float *x, int32_t *y);
 
 /* Load an images IDX and a labels IDX (any mix of plain and gzip).
  * Errors: counts that disagree, labels >= num_classes, wrong dims. */
@@ -51,6 +81,18 @@ dg_status dg_dataset_load_idx(const char *images_path, const char *labels_path,
 /* Load MNIST-style data from dir: train-images-idx3-ubyte(.gz) etc.
  * train selects the training split (else t10k). */
 dg_status dg_dataset_load_mnist(const char *dir, bool train, dg_dataset *out);
+
+/* Load a CSV file (plain or gzip) of one sample per line: the label in
+ * column label_col (0-based), the features in the other columns, as
+ * numbers. An optional first line that does not parse as numbers is taken
+ * as a header. The features are reshaped to sample_shape (ndim_sample
+ * dims; ndim_sample 0 means one dim of all the features) and every row
+ * must have the same number of columns. Errors name the file, the line
+ * and the column: a row of another width, a field that is not a finite
+ * number, a label that is not an integer in [0, num_classes). */
+dg_status dg_dataset_load_csv(const char *path, int label_col, int num_classes, int ndim_sample,
+                              const int64_t *sample_shape, dg_dataset *out);
+/* Frees what the dataset owns (and calls release); zeroes it. */
 void dg_dataset_free(dg_dataset *ds);
 
 /* ---- sampler (torch.utils.data.DistributedSampler semantics) --------- */
@@ -106,7 +148,8 @@ typedef struct {
     int pin_device;               /* dg_device of pin[], valid when pin[0] */
 } dg_loader;
 
-/* The sampler must cover ds (same dataset_size). Allocates the staging
+/* The sampler must cover ds (same dataset_size), and ds must pass
+ * dg_dataset_check. Allocates the staging
  * buffers once; dg_loader_next/next_host never allocate host memory.
  * Release with dg_loader_free. On error *l is zeroed. */
 dg_status dg_loader_init(dg_loader *l, const dg_dataset *ds, dg_sampler *sampler,
@@ -117,7 +160,10 @@ int64_t dg_loader_num_batches(const dg_loader *l);
 /* Start an epoch (sets the sampler's epoch, rewinds). */
 void dg_loader_start_epoch(dg_loader *l, int64_t epoch);
 /* Fill host buffers with the next batch: x (B * sample_size floats),
- * y (B labels). Returns B, or 0 at the end of the epoch. */
+ * y (B labels). Returns B, or 0 at the end of the epoch, or -1 with the
+ * message set (dg_dataset_get failed: a custom get, or a label out of
+ * range) and the position kept. scale and shift apply to uint8 images
+ * only; features and get give the floats as they are. */
 int64_t dg_loader_next_host(dg_loader *l, float *x, int32_t *y);
 /* The next batch as arena tensors on ctx's device: *x (B, sample_size...)
  * float, *y (B) DG_I32, with flatten choosing (B, sample_size) over

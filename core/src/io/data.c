@@ -357,7 +357,53 @@ void dg_dataset_free(dg_dataset *ds) {
     if (!ds) return;
     free(ds->images);
     free(ds->labels);
+    free(ds->features);
+    if (ds->release) ds->release(ds->user);
     memset(ds, 0, sizeof *ds);
+}
+
+dg_status dg_dataset_check(const dg_dataset *ds) {
+    if (!ds) return dg_set_error("dataset: NULL");
+    const char *name = ds->name ? ds->name : "dataset";
+    if (ds->n < 1) return dg_set_error("%s: n = %lld: a dataset needs at least 1 sample", name, (long long)ds->n);
+    if (!ds->get && !((ds->images || ds->features) && ds->labels))
+        return dg_set_error("%s: no samples: set get, or features (or images) and labels", name);
+    if (ds->ndim_sample < 1 || ds->ndim_sample >= DG_MAX_DIMS)
+        return dg_set_error("%s: ndim_sample = %d: need 1 to %d dims per sample", name, ds->ndim_sample,
+                            DG_MAX_DIMS - 1);
+    int64_t numel = 1;
+    for (int i = 0; i < ds->ndim_sample; i++) {
+        if (ds->sample_shape[i] < 1 || ds->sample_shape[i] > ((int64_t)1 << 31))
+            return dg_set_error("%s: sample_shape[%d] = %lld: need a size >= 1", name, i,
+                                (long long)ds->sample_shape[i]);
+        numel *= ds->sample_shape[i];
+    }
+    if (numel != ds->sample_size)
+        return dg_set_error("%s: sample_size = %lld but sample_shape holds %lld values", name,
+                            (long long)ds->sample_size, (long long)numel);
+    if (ds->num_classes < 1) return dg_set_error("%s: num_classes = %d: need at least 1", name, ds->num_classes);
+    return DG_OK;
+}
+
+dg_status dg_dataset_get(const dg_dataset *ds, int64_t i, float *x, int32_t *y) {
+    DG_ASSERT(ds && x && y && i >= 0 && i < ds->n);
+    int64_t ss = ds->sample_size;
+    if (ds->get) {
+        if (ds->get(ds, i, x, y)) {
+            if (!dg_has_error()) dg_set_error("%s: get(%lld) failed", ds->name ? ds->name : "dataset", (long long)i);
+            return DG_ERR;
+        }
+    } else if (ds->features) {
+        memcpy(x, ds->features + i * ss, (size_t)ss * sizeof(float));
+        *y = ds->labels[i];
+    } else {
+        for (int64_t j = 0; j < ss; j++) x[j] = (float)ds->images[i * ss + j] / 255.0f;
+        *y = ds->labels[i];
+    }
+    if (*y < 0 || *y >= ds->num_classes)
+        return dg_set_error("%s: sample %lld has label %d, outside [0, %d)", ds->name ? ds->name : "dataset",
+                            (long long)i, *y, ds->num_classes);
+    return DG_OK;
 }
 
 /* ---- sampler ------------------------------------------------------------ */
@@ -470,8 +516,8 @@ dg_status dg_loader_init(dg_loader *l, const dg_dataset *ds, dg_sampler *sampler
                          int64_t batch_size, bool drop_last) {
     DG_ASSERT(l);
     memset(l, 0, sizeof *l);
-    if (!ds || ds->n < 1 || !ds->images || !ds->labels)
-        return dg_set_error("dg_loader_init: empty or unloaded dataset");
+    if (!ds) return dg_set_error("dg_loader_init: no dataset");
+    if (dg_dataset_check(ds)) return dg_set_error("dg_loader_init: %s", dg_last_error());
     if (!sampler || !sampler->indices)
         return dg_set_error("dg_loader_init: no sampler (call dg_sampler_init first)");
     if (sampler->dataset_size != ds->n)
@@ -558,11 +604,16 @@ int64_t dg_loader_next_host(dg_loader *l, float *x, int32_t *y) {
     const dg_dataset *ds = l->ds;
     int64_t ss = ds->sample_size;
     bool to_tensor = l->scale == 1.0f / 255.0f && l->shift == 0.0f;
+    bool pixels = !ds->get && !ds->features;
     for (int64_t i = 0; i < b; i++) {
         int64_t idx = l->sampler->indices[l->pos + i];
         DG_ASSERT(idx >= 0 && idx < ds->n);
-        convert_pixels(x + i * ss, ds->images + idx * ss, ss, to_tensor, l->scale, l->shift);
-        y[i] = ds->labels[idx];
+        if (pixels) {
+            convert_pixels(x + i * ss, ds->images + idx * ss, ss, to_tensor, l->scale, l->shift);
+            y[i] = ds->labels[idx];
+        } else if (dg_dataset_get(ds, idx, x + i * ss, y + i)) {
+            return -1;
+        }
     }
     l->pos += b;
     return b;
@@ -623,7 +674,7 @@ int64_t dg_loader_next(dg_loader *l, dg_ctx *ctx, bool flatten, dg_tensor **x, d
     if (dg_ctx_device(ctx) == DG_CPU) {   /* straight into the arena tensors */
         *x = dg_tensor_new(ctx, DG_F32, nd, shape);
         *y = *x ? dg_tensor_new(ctx, DG_I32, 1, yshape) : NULL;
-        if (*x && *y) dg_loader_next_host(l, (*x)->data, (*y)->data);
+        if (*x && *y && dg_loader_next_host(l, (*x)->data, (*y)->data) < 0) *x = *y = NULL;
     } else {                              /* staged in host memory */
         const dg_backend *be = dg_backend_get(dg_ctx_device(ctx));
         float *xh = l->xbuf;
@@ -637,9 +688,10 @@ int64_t dg_loader_next(dg_loader *l, dg_ctx *ctx, bool flatten, dg_tensor **x, d
             xh = l->pin[k];
             yh = (int32_t *)(void *)(xh + l->buf_rows * ds->sample_size);
         }
-        dg_loader_next_host(l, xh, yh);
-        *x = dg_tensor_from(ctx, DG_F32, nd, shape, xh);
-        *y = *x ? dg_tensor_from(ctx, DG_I32, 1, yshape, yh) : NULL;
+        if (dg_loader_next_host(l, xh, yh) >= 0) {
+            *x = dg_tensor_from(ctx, DG_F32, nd, shape, xh);
+            *y = *x ? dg_tensor_from(ctx, DG_I32, 1, yshape, yh) : NULL;
+        }
         if (ev) be->stream.event_record(ev);
     }
     if (!*x || !*y) {

@@ -1,38 +1,108 @@
-/* train.h - the training program shared by the MNIST examples.
+/* dgrad/train.h - a training program around your model (libdgrad_train).
  *
- * mnist_mlp and mnist_cnn differ in their model and defaults only; this
- * driver gives both the same flags, output and --json line: data loading
- * (sharded under mpirun/srun), DDP, Adam/AdamW/SGD, an optional OneCycle
- * schedule, evaluation, progress, TensorBoard events (--logdir), a Chrome
- * trace (--timeline), checkpoints with exact resume (--checkpoint-dir,
- * --resume, --max-steps) and whole-step CUDA graphs (--cuda-graph).
+ * You write the model (a build function), and optionally the loss, the
+ * metric, the datasets and flags of your own; dg_train_main gives the rest,
+ * as PyTorch Lightning's Trainer does: the command line (every flag below,
+ * --help generated from one table), data loading sharded across ranks
+ * (DistributedSampler), DDP under mpirun/srun/dgrun, Adam/AdamW/SGD, an
+ * optional OneCycle schedule, evaluation each epoch, a progress bar,
+ * TensorBoard events (--logdir), a Chrome trace (--timeline), checkpoints
+ * with exact resume (--checkpoint-dir, --resume, --max-steps), whole-step
+ * CUDA graphs (--cuda-graph) and a --json result line.
  *
- * Batch-norm buffers (running mean and variance) follow PyTorch DDP's
- * broadcast_buffers=True: rank 0's are broadcast before every forward pass
- * (and before evaluation), so every rank normalizes with the same running
- * statistics; checkpoints carry them.
+ *   static dg_module *build(dg_ctx *ctx, const dg_train_opts *o, void *user) {
+ *       dg_module *m[3] = { dg_nn_linear(ctx, 784, 50, true), dg_nn_relu(ctx),
+ *                           dg_nn_linear(ctx, 50, 10, true) };
+ *       return dg_nn_sequential(ctx, 3, m);
+ *   }
+ *   int main(int argc, char **argv) {
+ *       dg_train_program p = dg_train_program_defaults("my_mlp", build);
+ *       p.defaults.epochs = 3;
+ *       return dg_train_main(&p, argc, argv);
+ *   }
+ *
+ * Batch-norm buffers (dg_module_buffers: running mean and variance)
+ * follow PyTorch DDP's broadcast_buffers=True: rank 0's are broadcast
+ * before every forward pass (and before evaluation), so every rank
+ * normalizes with the same running statistics; checkpoints carry them.
  */
-#ifndef DG_EXAMPLES_TRAIN_H
-#define DG_EXAMPLES_TRAIN_H
+#ifndef DGRAD_TRAIN_H
+#define DGRAD_TRAIN_H
 
+#include "dgrad/data.h"
 #include "dgrad/nn.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
-typedef enum { EX_SCHED_NONE, EX_SCHED_ONECYCLE } ex_sched;
+#ifdef __cplusplus
+extern "C" {
+#endif
 
-/* The command line, parsed. */
+/* ---- flags: one table gives parsing, checking and --help ---------------- */
+
+typedef enum {
+    DG_FLAG_SET,      /* bool field = true, takes no value */
+    DG_FLAG_CLEAR,    /* bool field = false, takes no value ("--no-x") */
+    DG_FLAG_INT,      /* int field, an integer in [lo, hi] */
+    DG_FLAG_I64,      /* int64_t field, an integer in [lo, hi] */
+    DG_FLAG_U64,      /* uint64_t field, an integer in [lo, hi] (lo >= 0) */
+    DG_FLAG_FLOAT,    /* float field, a number in (lo, hi] (lo excluded) */
+    DG_FLAG_DOUBLE,   /* double field, a number in (lo, hi] */
+    DG_FLAG_PATH,     /* const char * field (argv's string), not empty */
+    DG_FLAG_STRING,   /* const char * field (argv's string), any */
+    DG_FLAG_CHOICE,   /* const char * field, one of choices (NULL-terminated) */
+} dg_flag_kind;
+
 typedef struct {
-    const char *data;
+    const char *name;            /* "--epochs" */
+    dg_flag_kind kind;
+    size_t offset;               /* offsetof(your struct, field) */
+    const char *metavar;         /* "N" in "--epochs N"; NULL: none */
+    const char *help;            /* one or more lines; the default is appended */
+    double lo, hi;               /* range of numeric kinds */
+    const char *const *choices;  /* DG_FLAG_CHOICE */
+    const char *expect;          /* optional: the "expected ..." text of errors */
+} dg_flag;
+
+/* A table of flags and the struct they write into. */
+typedef struct {
+    const dg_flag *flags;
+    int count;
+    void *target;                /* parsed values go here */
+    const void *defaults;        /* shown by --help; may be target */
+} dg_flag_table;
+
+/* Parses argv[1..argc) against the tables. Returns 0 when every argument
+ * is known and valid, -1 after printing --help (-h) to stdout, or 2 after
+ * printing a one-line error naming the flag to stderr ("prog: unknown flag
+ * '--x' (see --help)", "prog: invalid value 'abc' for --epochs (expected
+ * an integer >= 1)", "prog: flag --data needs a value"). */
+int dg_flags_parse(const dg_flag_table *tables, int ntables, int argc, char **argv,
+                   const char *prog, const char *usage_head);
+
+/* Writes the --help text of the tables: usage_head, then one entry a flag
+ * with its help and default. */
+void dg_flags_help(FILE *out, const dg_flag_table *tables, int ntables, const char *prog,
+                   const char *usage_head);
+
+/* ---- the trainer ---------------------------------------------------------- */
+
+/* The options every program has (the built-in flag table, see --help). */
+typedef struct {
+    const char *data;           /* --data DIR: MNIST IDX files (the default datasets) */
     int epochs;
-    int batch_size;
+    int batch_size;             /* per rank */
     float lr;
-    const char *optimizer;
+    const char *optimizer;      /* "adam", "adamw", "sgd" */
+    const char *sched;          /* "none", "onecycle" */
+    double pct_start, div_factor;   /* OneCycle */
     uint64_t seed;
-    int threads;
+    int threads;                /* BLAS threads, 0 = the library's choice */
     bool json;
-    const char *device;
+    const char *device;         /* "cpu", "cuda" */
     bool overlap;
     double bucket_cap_mb;
     const char *logdir;         /* TensorBoard event files */
@@ -41,38 +111,64 @@ typedef struct {
     const char *timeline;       /* Chrome trace */
     bool quiet;
     const char *ckpt_dir;       /* --checkpoint-dir */
-    long long ckpt_every;       /* steps between checkpoints, 0 = none */
+    int64_t ckpt_every;         /* steps between checkpoints, 0 = none */
     int keep;                   /* checkpoints kept */
     bool resume;
-    long long max_steps;        /* 0 = no limit */
+    int64_t max_steps;          /* 0 = no limit */
     bool cuda_graph;            /* --cuda-graph */
-    long long limit_train;      /* 0 = the whole training set */
-    bool normalize;             /* (pixel/255 - 0.1307) / 0.3081 */
-    ex_sched sched;
-    double pct_start, div_factor;   /* OneCycle */
+    int64_t limit_train;        /* 0 = the whole training set */
+    bool normalize;             /* uint8 images: (pixel/255 - 0.1307) / 0.3081 */
     bool train_accuracy;        /* evaluate on the training set each epoch */
-    bool bn;                    /* models with batch norm: --bn / --no-bn */
-} ex_options;
+} dg_train_opts;
 
-/* What an example brings: its name, model and defaults. */
+/* What a program brings. Only prog and build are required. */
 typedef struct {
     const char *prog;           /* "mnist_mlp": messages and usage */
-    const char *model;          /* "mlp": the --json line's "model" */
+    const char *model;          /* the --json line's "model" (default: prog) */
     const char *about;          /* one line for --help */
-    bool flat_input;            /* images as [B, 784] rather than [B, 1, 28, 28] */
-    bool has_bn;                /* takes --bn / --no-bn */
-    ex_options defaults;        /* data, epochs, batch_size, lr, optimizer,
-                                   sched, pct_start, div_factor,
-                                   train_accuracy, bn; the rest is common */
-    /* The model (its parameters registered in ctx); NULL on error. */
-    dg_module *(*build)(dg_ctx *ctx, const ex_options *o);
-} ex_program;
+    bool flat_input;            /* samples as [B, sample_size] rather than
+                                   [B, 1, H, W] for 2-D samples */
+    dg_train_opts defaults;     /* start from dg_train_default_opts() */
+    void *user;                 /* passed to every hook below */
 
-/* The defaults every example shares; an example overrides the model's. */
-ex_options ex_default_options(void);
+    /* The model, its parameters registered in ctx; NULL on error (with a
+     * message, dg_set_error). Called once, after the seed is set. */
+    dg_module *(*build)(dg_ctx *ctx, const dg_train_opts *o, void *user);
+    /* Optional: the scalar loss of a batch (default: cross entropy of the
+     * model's [B, num_classes] output against the labels). NULL on error. */
+    dg_tensor *(*loss)(dg_tensor *out, dg_tensor *y, void *user);
+    /* Optional: how many of the batch's predictions are right (default:
+     * argmax of out over dim 1 equals y). DG_ERR with a message on error. */
+    dg_status (*correct)(dg_tensor *out, dg_tensor *y, int64_t *n_correct, void *user);
+    /* Optional: the datasets (default: MNIST from --data). Both must pass
+     * dg_dataset_check; dg_train_main frees them with dg_dataset_free.
+     * Called on every rank, each rank loads the whole set (the sampler
+     * shards it). DG_ERR with a message on error. */
+    dg_status (*load_data)(const dg_train_opts *o, dg_dataset *train, dg_dataset *test, void *user);
 
-/* Runs the program: parses argv, trains, prints. Returns the exit code
- * (0, 1 on a run-time error, 2 on a bad command line). */
-int ex_main(const ex_program *p, int argc, char **argv);
+    /* Optional: flags of the program's own, written into extra_target
+     * (the user struct, say). Boolean ones appear in the --json line. */
+    const dg_flag *extra_flags;
+    int num_extra_flags;
+    void *extra_target;
+} dg_train_program;
 
-#endif /* DG_EXAMPLES_TRAIN_H */
+/* The defaults every program starts from (data/mnist, 1 epoch, batch 64,
+ * Adam lr 1e-3, no schedule, cpu, overlap on, 25 MiB buckets, ...). */
+dg_train_opts dg_train_default_opts(void);
+
+/* A program with prog, build and the default options. */
+dg_train_program dg_train_program_defaults(const char *prog,
+                                           dg_module *(*build)(dg_ctx *ctx, const dg_train_opts *o,
+                                                               void *user));
+
+/* Runs the program: parses argv, loads the data, trains, evaluates,
+ * prints. Returns the exit code: 0, 1 on a run-time error (a one-line
+ * message on stderr), 2 on a bad command line. A NULL program or build
+ * is an error (1), not a crash. */
+int dg_train_main(const dg_train_program *p, int argc, char **argv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DGRAD_TRAIN_H */
