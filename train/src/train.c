@@ -487,21 +487,23 @@ static int resume_checkpoint(const dg_train_program *p, const dg_train_opts *o, 
 }
 
 
+/* The datasets; on DG_ERR *what says which part failed (for the message). */
 static dg_status load_datasets(const dg_train_program *p, const dg_train_opts *o, dg_dataset *train,
-                               dg_dataset *test) {
+                               dg_dataset *test, const char **what) {
     memset(train, 0, sizeof *train);
     memset(test, 0, sizeof *test);
     dg_status s;
+    *what = "";
     if (p->load_data) {
         s = p->load_data(o, train, test, p->user);
-        if (!s && dg_dataset_check(train)) s = dg_set_error("training set: %s", dg_last_error());
-        if (!s && dg_dataset_check(test)) s = dg_set_error("test set: %s", dg_last_error());
+        if (!s && (s = dg_dataset_check(train))) *what = "training set: ";
+        if (!s && (s = dg_dataset_check(test))) *what = "test set: ";
     } else {
         s = dg_dataset_load_mnist(o->data, true, train);
         if (!s) s = dg_dataset_load_mnist(o->data, false, test);
-        if (s) dg_set_error("%s (fetch the data with scripts/fetch_mnist.sh)", dg_last_error());
     }
     if (s) {
+        if (!dg_has_error()) dg_set_error("load_data failed without a message");
         dg_dataset_free(train);
         dg_dataset_free(test);
     }
@@ -561,8 +563,10 @@ static int setup_process(trainer *t) {
     dg_train_opts *o = &t->o;
     if (check_logdir(p, o->logdir)) return 1;
     if (o->threads) dg_set_num_threads(o->threads);
-    if (load_datasets(p, o, &t->train, &t->test)) {
-        fprintf(stderr, "%s: %s\n", p->prog, dg_last_error());
+    const char *what;
+    if (load_datasets(p, o, &t->train, &t->test, &what)) {
+        fprintf(stderr, "%s: %s%s%s\n", p->prog, what, dg_last_error(),
+                p->load_data ? "" : " (fetch the data with scripts/fetch_mnist.sh)");
         return 1;
     }
     if (o->limit_train && o->limit_train < t->train.n) t->train.n = o->limit_train;   /* the first N */
@@ -822,6 +826,7 @@ int dg_train_main(const dg_train_program *p, int argc, char **argv) {
                                                     : "the program has no model (build is NULL)");
         return 1;
     }
+    dg_clear_error();   /* the first error since this wins (dgrad/base.h) */
     trainer t = { .p = p, .first_loss = -1.0, .train_acc = -1.0 };
     int rc = parse_args(p, argc, argv, &t.o);
     if (rc) return rc < 0 ? 0 : rc;

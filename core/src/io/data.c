@@ -517,7 +517,7 @@ dg_status dg_loader_init(dg_loader *l, const dg_dataset *ds, dg_sampler *sampler
     DG_ASSERT(l);
     memset(l, 0, sizeof *l);
     if (!ds) return dg_set_error("dg_loader_init: no dataset");
-    if (dg_dataset_check(ds)) return dg_set_error("dg_loader_init: %s", dg_last_error());
+    if (dg_dataset_check(ds)) return DG_ERR;
     if (!sampler || !sampler->indices)
         return dg_set_error("dg_loader_init: no sampler (call dg_sampler_init first)");
     if (sampler->dataset_size != ds->n)
