@@ -31,6 +31,16 @@ if(DG_LAUNCHER_SBATCH AND DG_LAUNCHER_SLURMCTLD AND DG_LAUNCHER_MUNGED)
                        ENVIRONMENT "${DG_LAUNCHER_ENV}")
 endif()
 
+# Preemption, full and read-only disks, non-finite steps, logging failures,
+# a slow rank (tests/launcher/test_faults.sh; mounts need root: exit 77 skips).
+foreach(mode preempt preempt1 full readonly nonfinite logfail slow)
+  add_test(NAME faults_${mode}
+           COMMAND bash ${DG_LAUNCHER_TEST_DIR}/test_faults.sh ${mode} $<TARGET_FILE:mnist_mlp>
+                   ${DG_MNIST_DIR} ${PROJECT_SOURCE_DIR})
+  set_tests_properties(faults_${mode} PROPERTIES TIMEOUT 300 RUN_SERIAL TRUE SKIP_RETURN_CODE 77
+                       ENVIRONMENT "${DG_LAUNCHER_ENV}")
+endforeach()
+
 # Multi-host: needs root and working `ip netns` (checked at configure time).
 execute_process(COMMAND id -u OUTPUT_VARIABLE _dg_uid OUTPUT_STRIP_TRAILING_WHITESPACE)
 set(_dg_netns_ok OFF)

@@ -15,17 +15,21 @@
 #include "dgrad/timeline.h"
 
 #include <errno.h>
+#include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 dg_train_opts dg_train_default_opts(void) {
     return (dg_train_opts){ .data = "data/mnist", .epochs = 1, .batch_size = 64, .lr = 1e-3f,
                             .optimizer = "adam", .sched = "none", .device = "cpu", .overlap = true,
                             .bucket_cap_mb = 25.0, .log_every = 10, .keep = 3, .pct_start = 0.3,
-                            .div_factor = 25.0 };
+                            .div_factor = 25.0, .preempt_signals = "TERM,USR1", .on_ckpt_error = "stop",
+                            .on_nonfinite = "stop" };
 }
 
 dg_train_program dg_train_program_defaults(const char *prog,
@@ -39,6 +43,8 @@ dg_train_program dg_train_program_defaults(const char *prog,
 static const char *const optimizers[] = { "adam", "adamw", "sgd", NULL };
 static const char *const scheds[] = { "none", "onecycle", NULL };
 static const char *const devices[] = { "cpu", "cuda", NULL };
+static const char *const ckpt_errors[] = { "stop", "continue", NULL };
+static const char *const nonfinites[] = { "stop", "skip", NULL };
 
 #define OPT(f) offsetof(dg_train_opts, f)
 #define POS "an integer >= 1"
@@ -83,6 +89,12 @@ static const dg_flag builtin_flags[] = {
     { "--max-steps", DG_FLAG_I64, OPT(max_steps), "N", "stop after N global steps (with a checkpoint under --checkpoint-dir)", 1, 9.2e18, NULL, POS },
     { "--cuda-graph", DG_FLAG_SET, OPT(cuda_graph), NULL, "with --device cuda in one process and --sched none: after 3 eager\n"
       "steps, capture a whole training step in a CUDA graph and replay it", 0, 0, NULL, NULL },
+    { "--preempt-signals", DG_FLAG_STRING, OPT(preempt_signals), "LIST", "signals that make every rank checkpoint at\n"
+      "the next step and exit 75 (TERM, USR1, USR2, INT, HUP, comma-separated; none)", 0, 0, NULL, NULL },
+    { "--on-checkpoint-error", DG_FLAG_CHOICE, OPT(on_ckpt_error), "WHAT", "a checkpoint that cannot be written:\n"
+      "stop the run, or continue and retry at the next interval", 0, 0, ckpt_errors, NULL },
+    { "--on-nonfinite", DG_FLAG_CHOICE, OPT(on_nonfinite), "WHAT", "a NaN or infinite loss or gradient: stop (keeping\n"
+      "the last good checkpoint), or skip the step as a grad scaler does", 0, 0, nonfinites, NULL },
 };
 #undef OPT
 #undef POS
@@ -93,9 +105,53 @@ static const char usage_tail[] =
     "its shard; --batch-size is per rank, and batch-norm running statistics are\n"
     "rank 0's, broadcast before every step.";
 
+/* ---- preemption signals ------------------------------------------------- */
+enum { MAX_PREEMPT = 5 };
+static volatile sig_atomic_t g_preempt_signal;   /* the last one received, or 0 */
+static void on_preempt_signal(int sig) { g_preempt_signal = sig; }
+
+/* "TERM,USR1" into signal numbers; -1 on a name it does not know. */
+static int parse_signals(const char *list, int *sigs) {
+    static const struct { const char *name; int sig; } known[] = {
+        { "TERM", SIGTERM }, { "USR1", SIGUSR1 }, { "USR2", SIGUSR2 }, { "INT", SIGINT }, { "HUP", SIGHUP },
+    };
+    if (!strcmp(list, "none")) return 0;
+    int n = 0;
+    const char *p = list;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        const char *name = len > 3 && !strncmp(p, "SIG", 3) ? p + 3 : p;
+        size_t nlen = len - (size_t)(name - p);
+        int sig = 0;
+        for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
+            if (strlen(known[k].name) == nlen && !strncmp(name, known[k].name, nlen)) sig = known[k].sig;
+        if (!sig || n == MAX_PREEMPT) return -1;
+        sigs[n++] = sig;
+        p += len + (p[len] == ',');
+    }
+    return n;
+}
+
+static const char *signal_name(int sig) {
+    switch (sig) {
+    case SIGTERM: return "SIGTERM";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
+    case SIGINT: return "SIGINT";
+    case SIGHUP: return "SIGHUP";
+    default: return "a signal";
+    }
+}
+
 /* Flags that only make sense together. 0 or 2 (after a message). */
 static int check_combinations(const dg_train_program *p, const dg_train_opts *o) {
     const char *msg = NULL;
+    int sigs[MAX_PREEMPT];
+    if (parse_signals(o->preempt_signals, sigs) < 0) {
+        fprintf(stderr, "%s: invalid value '%s' for --preempt-signals (expected a comma-separated list of "
+                "TERM, USR1, USR2, INT, HUP, or none)\n", p->prog, o->preempt_signals);
+        return 2;
+    }
     if ((o->resume || o->ckpt_every) && !o->ckpt_dir)
         msg = o->resume ? "--resume needs --checkpoint-dir" : "--checkpoint-every needs --checkpoint-dir";
     else if (o->logdir_per_rank && !o->logdir)
@@ -419,23 +475,23 @@ static void observe_epoch(observers *ob, dg_ctx *ctx, dg_ddp *ddp, dg_optim *opt
     dg_summary_flush(ob->tb);
 }
 
-/* Writes the timeline and closes the event file; 1 on an error. */
-static int close_observers(const dg_train_program *p, observers *ob, const dg_train_opts *o, int rank,
-                           int world) {
-    int rc = 0;
-    if (dg_summary_close(ob->tb)) {
-        fprintf(stderr, "%s: rank %d: --logdir: %s\n", p->prog, rank, dg_last_error());
-        rc = 1;
-    }
-    if (dg_timeline_close(ob->tl)) {
-        fprintf(stderr, "%s: rank %d: --timeline: %s\n", p->prog, rank, dg_last_error());
-        rc = 1;
-    }
+/* Writes the timeline and closes the event file. A write that failed
+ * mid-run (a full or removed directory) is a warning: the training it
+ * watched is not affected, and neither is the exit status. */
+static void close_observers(const dg_train_program *p, observers *ob, const dg_train_opts *o, int rank,
+                            int world) {
+    dg_clear_error();
+    if (dg_summary_close(ob->tb))
+        fprintf(stderr, "%s: rank %d: warning: --logdir: %s (training was not affected)\n", p->prog, rank,
+                dg_last_error());
+    dg_clear_error();
+    if (dg_timeline_close(ob->tl))
+        fprintf(stderr, "%s: rank %d: warning: --timeline: %s (training was not affected)\n", p->prog, rank,
+                dg_last_error());
     if (o->timeline && world > 1 && rank == 0)
         dg_progress_log(ob->progress, "timeline: %s.rank<N> for each rank; merge with "
                         "scripts/merge_timeline.py %s", o->timeline, o->timeline);
     dg_progress_free(ob->progress);
-    return rc;
 }
 
 /* ---- checkpoints (--checkpoint-dir, --resume) ------------------------- */
@@ -532,6 +588,21 @@ typedef struct {
     dg_train_state ts;
     bool resumed, stop, checked_output, failed;
     int64_t gstep;
+    /* preemption: the signals, the handlers they replaced, the flag's
+     * all-reduce in flight, and the signal every rank agreed on */
+    int sigs[MAX_PREEMPT], nsigs;
+    struct sigaction old_sa[MAX_PREEMPT];
+    int32_t pflag;
+    dg_comm_request *preq;
+    int preempted_by;
+    int64_t skipped_steps, ckpt_failures;
+    /* slow ranks: marks of the last check; which ranks were named this epoch */
+    double slow_t0, slow_wait0;
+    int64_t slow_step0;
+    unsigned char *slow_named;
+    int slow_rank, slow_ms;     /* DG_TEST_SLOW_RANK */
+    int64_t nan_step;           /* DG_TEST_NAN_STEP: the loss of this step is NaN */
+    int nan_rank;               /* ... on this rank (-1: every rank) */
     double train_time, final_loss, first_loss, train_acc, test_acc;
     int64_t train_samples;
 } trainer;
@@ -545,7 +616,192 @@ static int fail(trainer *t, const char *what) {
     return 1;
 }
 
+
+static void install_signals(trainer *t) {
+    t->nsigs = parse_signals(t->o.preempt_signals, t->sigs);
+    DG_ASSERT(t->nsigs >= 0);   /* checked with the flags */
+    g_preempt_signal = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_preempt_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    for (int i = 0; i < t->nsigs; i++) sigaction(t->sigs[i], &sa, &t->old_sa[i]);
+}
+
+static void restore_signals(trainer *t) {
+    for (int i = 0; i < t->nsigs; i++) sigaction(t->sigs[i], &t->old_sa[i], NULL);
+    t->nsigs = 0;
+}
+
+/* After each step: 1 when every rank has agreed to stop for a preemption
+ * signal, 0 to go on, -1 on a communication error. The flag of step k is
+ * all-reduced while step k + 1 runs and read after it, so that no rank
+ * blocks on it; every rank reads the same value after the same step. */
+static int preempt_poll(trainer *t) {
+    if (!t->nsigs) return 0;
+    if (t->world == 1) {
+        t->preempted_by = g_preempt_signal;
+        return t->preempted_by != 0;
+    }
+    if (t->preq) {
+        dg_status s = dg_comm_wait(t->preq);
+        t->preq = NULL;
+        if (s) return -1;
+        if (t->pflag) {
+            t->preempted_by = t->pflag;
+            return 1;
+        }
+    }
+    t->pflag = g_preempt_signal;
+    return dg_comm_iallreduce(t->comm, &t->pflag, 1, DG_COMM_I32, DG_COMM_MAX, &t->preq) ? -1 : 0;
+}
+
+/* The flag's last all-reduce, before the collectives of the run's end. */
+static dg_status preempt_drain(trainer *t) {
+    if (!t->preq) return DG_OK;
+    dg_status s = dg_comm_wait(t->preq);
+    t->preq = NULL;
+    return s;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) && errno == EINTR) {}
+}
+
+/* DG_TEST_SLOW_RANK=R:MS: rank R sleeps MS ms in every step (a test's slow
+ * rank). 0, or 1 after a message for a malformed value. */
+static int parse_slow_rank(trainer *t) {
+    const char *v = getenv("DG_TEST_SLOW_RANK");
+    t->slow_rank = -1;
+    if (!v || !*v) return 0;
+    int r, ms;
+    char extra;
+    if (sscanf(v, "%d:%d%c", &r, &ms, &extra) != 2 || r < 0 || ms < 0 || ms > 60000) {
+        fprintf(stderr, "%s: DG_TEST_SLOW_RANK='%s' is not RANK:MS\n", t->p->prog, v);
+        return 1;
+    }
+    t->slow_rank = r;
+    t->slow_ms = ms;
+    return 0;
+}
+
+/* DG_TEST_NAN_STEP=STEP[:RANK]: the loss of global step STEP (1-based) is
+ * NaN on RANK (default every rank): a test's diverging run. */
+static int parse_nan_step(trainer *t) {
+    const char *v = getenv("DG_TEST_NAN_STEP");
+    t->nan_rank = -1;
+    if (!v || !*v) return 0;
+    long long st;
+    int r = -1, n;
+    char extra;
+    n = sscanf(v, "%lld:%d%c", &st, &r, &extra);
+    if ((n != 1 && n != 2) || st < 1 || (n == 2 && r < 0)) {
+        fprintf(stderr, "%s: DG_TEST_NAN_STEP='%s' is not STEP[:RANK]\n", t->p->prog, v);
+        return 1;
+    }
+    t->nan_step = st;
+    t->nan_rank = r;
+    return 0;
+}
+
+/* Every 100 steps: each rank's time busy (not waiting in the all-reduce)
+ * and waiting, per step, gathered; rank 0 names a rank busy 1.5 times the
+ * median (once an epoch) and logs both to TensorBoard. */
+static int check_slow_ranks(trainer *t, bool epoch_start) {
+    enum { EVERY = 100 };
+    dg_ddp_stats st;
+    dg_ddp_get_stats(t->ddp, &st);
+    if (epoch_start) {   /* marks from here: evaluation is not a step */
+        if (t->slow_named) memset(t->slow_named, 0, (size_t)t->world);
+        t->slow_t0 = now();
+        t->slow_wait0 = st.wait_seconds;
+        t->slow_step0 = t->gstep;
+        return 0;
+    }
+    if (t->world < 2 || t->gstep - t->slow_step0 < EVERY) return 0;
+    double tnow = now(), steps = (double)(t->gstep - t->slow_step0);
+    double mine[2] = { (tnow - t->slow_t0 - (st.wait_seconds - t->slow_wait0)) / steps * 1e3,
+                       (st.wait_seconds - t->slow_wait0) / steps * 1e3 };
+    t->slow_t0 = tnow;
+    t->slow_wait0 = st.wait_seconds;
+    t->slow_step0 = t->gstep;
+    double *all = malloc(2 * (size_t)t->world * sizeof *all), *busy = malloc((size_t)t->world * sizeof *busy);
+    if (!t->slow_named) t->slow_named = calloc((size_t)t->world, 1);
+    DG_ASSERT(all && busy && t->slow_named);
+    memcpy(all + 2 * t->rank, mine, sizeof mine);
+    if (dg_comm_allgather(t->comm, NULL, all, 2, DG_COMM_F64)) {
+        free(all);
+        free(busy);
+        return fail(t, "slow-rank check: ");
+    }
+    for (int r = 0; r < t->world; r++) busy[r] = all[2 * r];
+    for (int i = 1; i < t->world; i++)   /* insertion sort: a median of a few ranks */
+        for (int j = i; j > 0 && busy[j - 1] > busy[j]; j--) {
+            double x = busy[j]; busy[j] = busy[j - 1]; busy[j - 1] = x;
+        }
+    double median = busy[(t->world - 1) / 2];   /* the lower median: of 2 ranks, the faster */
+    for (int r = 0; t->rank == 0 && r < t->world; r++) {
+        char tag[64];
+        snprintf(tag, sizeof tag, "ranks/busy_ms/rank%d", r);
+        if (t->ob.tb) dg_summary_add_scalar(t->ob.tb, tag, (float)all[2 * r], t->gstep);
+        snprintf(tag, sizeof tag, "ranks/wait_ms/rank%d", r);
+        if (t->ob.tb) dg_summary_add_scalar(t->ob.tb, tag, (float)all[2 * r + 1], t->gstep);
+        if (all[2 * r] > 1.5 * median && all[2 * r] - median > 0.05 && !t->slow_named[r]) {
+            t->slow_named[r] = 1;
+            double others = 0.0;
+            for (int k = 0; k < t->world; k++) others += k == r ? 0.0 : all[2 * k + 1];
+            fprintf(stderr, "%s: warning: rank %d is slow: busy %.2f ms per step against a median of "
+                            "%.2f ms; it waits %.2f ms per step in the all-reduce, the others %.2f ms on average "
+                            "(steps %lld-%lld)\n", t->p->prog, r, all[2 * r], median, all[2 * r + 1],
+                            others / (t->world - 1), (long long)(t->gstep - EVERY), (long long)t->gstep);
+        }
+    }
+    free(all);
+    free(busy);
+    return 0;
+}
+
+/* A step whose loss or gradients are not finite (every rank sees it: see
+ * dgrad/train.h). 0 to skip the step, or the exit code. */
+static int nonfinite_step(trainer *t, bool loss_bad, double loss) {
+    int bad = -1;
+    dg_grads_finite(t->ctx, &bad);
+    int32_t culprit = loss_bad ? t->rank : t->world;   /* the lowest rank whose loss is not finite */
+    if (t->world > 1 && dg_comm_allreduce(t->comm, &culprit, 1, DG_COMM_I32, DG_COMM_MIN))
+        return fail(t, "non-finite check: ");
+    char who[160];
+    if (culprit < t->world)
+        snprintf(who, sizeof who, "the loss is %s on rank %d", culprit == t->rank ? (isnan(loss) ? "NaN" : "infinite")
+                                                                                   : "not finite", (int)culprit);
+    else
+        snprintf(who, sizeof who, "the losses are finite but a gradient is not");
+    const char *pname = bad >= 0 && t->params[bad]->name ? t->params[bad]->name : "?";
+    if (!strcmp(t->o.on_nonfinite, "skip")) {
+        t->skipped_steps++;
+        if (t->rank == 0)
+            dg_progress_log(t->ob.progress, "step %lld: %s (first non-finite gradient: parameter %d '%s'); step "
+                            "skipped (%lld so far)", (long long)t->gstep + 1, who, bad, pname,
+                            (long long)t->skipped_steps);
+        if (t->ob.tb) dg_summary_add_scalar(t->ob.tb, "train/skipped_steps", (float)t->skipped_steps, t->gstep);
+        dg_optim_zero_grad(t->opt);
+        return 0;
+    }
+    if (t->rank == 0) {
+        char last[4096] = "";
+        if (t->o.ckpt_dir) dg_checkpoint_latest(t->o.ckpt_dir, last, sizeof last);
+        fprintf(stderr, "%s: step %lld: %s (first non-finite gradient: parameter %d '%s'); stopping before the "
+                "update%s%s (--on-nonfinite skip drops such steps)\n", t->p->prog, (long long)t->gstep + 1, who,
+                bad, pname, last[0] ? ", the last good checkpoint is " : "", last);
+    }
+    return 1;
+}
+
 static void trainer_free(trainer *t) {
+    restore_signals(t);
+    preempt_drain(t);
+    free(t->slow_named);
     if (t->ob_open) close_observers(t->p, &t->ob, &t->o, t->rank, t->world);
     dg_graph_free(t->gs.g);
     dg_ddp_free(t->ddp);
@@ -561,7 +817,7 @@ static void trainer_free(trainer *t) {
 static int setup_process(trainer *t) {
     const dg_train_program *p = t->p;
     dg_train_opts *o = &t->o;
-    if (check_logdir(p, o->logdir)) return 1;
+    if (check_logdir(p, o->logdir) || parse_slow_rank(t) || parse_nan_step(t)) return 1;
     if (o->threads) dg_set_num_threads(o->threads);
     const char *what;
     if (load_datasets(p, o, &t->train, &t->test, &what)) {
@@ -584,6 +840,7 @@ static int setup_process(trainer *t) {
     }
     if (!(t->ctx = dg_ctx_new(!strcmp(o->device, "cuda") ? DG_CUDA : DG_CPU))) return fail(t, "");
     dg_manual_seed(t->ctx, o->seed);
+    install_signals(t);
     return 0;
 }
 
@@ -650,9 +907,10 @@ static int setup_training(trainer *t) {
 }
 
 /* One eager step: forward, loss, backward with the all-reduce, update.
- * *l gets the loss. */
-static int eager_step(trainer *t, dg_tensor *x, dg_tensor *y, int64_t b, double *l) {
+ * *l gets the loss; *counted is false for a step skipped as non-finite. */
+static int eager_step(trainer *t, dg_tensor *x, dg_tensor *y, int64_t b, double *l, bool *counted) {
     const dg_train_program *p = t->p;
+    *counted = true;
     if (t->gs.warmup > 0) t->gs.warmup--;
     if (sync_buffers(t->ddp, t->bufs, t->nb, t->world)) return fail(t, "broadcast of buffers: ");
     dg_timeline_begin(t->ob.tl, "forward", DG_TIMELINE_COMPUTE);
@@ -668,14 +926,62 @@ static int eager_step(trainer *t, dg_tensor *x, dg_tensor *y, int64_t b, double 
         dg_set_error("the loss has %lld values, expected a scalar", (long long)dg_numel(loss));
         return fail(t, "loss: ");
     }
+    if (t->nan_step == t->gstep + 1 && (t->nan_rank < 0 || t->nan_rank == t->rank) &&
+        !(loss = dg_mul_scalar(loss, NAN)))
+        return fail(t, "");
+    *l = dg_item(loss);
+    bool loss_bad = !isfinite(*l);
+    /* a rank whose loss is not finite makes its gradients NaN: the
+     * all-reduce then tells every rank, with no collective of its own */
+    if (loss_bad && t->world > 1 && !(loss = dg_mul_scalar(loss, NAN))) return fail(t, "");
     dg_optim_zero_grad(t->opt);
     if (dg_ddp_backward(t->ddp, loss)) return fail(t, "");   /* backward, all-reduce */
-    dg_timeline_begin(t->ob.tl, "optimizer_step", DG_TIMELINE_COMPUTE);
-    dg_optim_step(t->opt);
+    if (t->slow_rank == t->rank) sleep_ms(t->slow_ms);
+    if (loss_bad || !dg_grads_finite(t->ctx, NULL)) {
+        int rc = nonfinite_step(t, loss_bad, *l);
+        if (rc) return rc;
+        *counted = false;
+    } else {
+        dg_timeline_begin(t->ob.tl, "optimizer_step", DG_TIMELINE_COMPUTE);
+        dg_optim_step(t->opt);
+        dg_timeline_end(t->ob.tl, DG_TIMELINE_COMPUTE);
+    }
     if (t->sched && dg_sched_step(t->sched)) return fail(t, "scheduler: ");
-    dg_timeline_end(t->ob.tl, DG_TIMELINE_COMPUTE);
-    *l = dg_item(loss);
     return 0;
+}
+
+/* A checkpoint of the position after the step just done. 0, or the exit
+ * code; with --on-checkpoint-error continue a failure is a warning unless
+ * must (the preemption checkpoint). */
+static int checkpoint_now(trainer *t, int epoch, double sums[2], bool must) {
+    const dg_train_opts *o = &t->o;
+    graph_flush(&t->gs, sums);
+    t->ts = (dg_train_state){ .step = t->gstep, .epoch = epoch, .pos = t->loader.pos, .batch_size = o->batch_size,
+                              .optimizer = o->optimizer, .sampler = &t->sampler, .num_stats = 2,
+                              .stats = { sums[0], sums[1] }, .buffers = t->bufs, .num_buffers = t->nb };
+    if (!save_checkpoint(t->p, o, t->ctx, t->opt, t->comm, &t->ts, t->ob.progress)) return 0;
+    if (must || strcmp(o->on_ckpt_error, "continue")) return 1;
+    t->ckpt_failures++;
+    if (t->rank == 0)
+        dg_progress_log(t->ob.progress, "checkpoint at step %lld failed (above); training goes on and tries again "
+                        "at step %lld (--on-checkpoint-error continue)", (long long)t->gstep,
+                        (long long)(t->gstep + o->ckpt_every));
+    return 0;
+}
+
+/* After a preemption signal: the checkpoint, the line, the exit status. */
+static int preempted(trainer *t, int epoch, double sums[2], bool saved) {
+    int rc = t->o.ckpt_dir && !saved ? checkpoint_now(t, epoch, sums, true) : 0;
+    if (rc) return rc;
+    if (t->rank == 0) {
+        char where[4200] = "no --checkpoint-dir: nothing saved";
+        if (t->o.ckpt_dir)
+            snprintf(where, sizeof where, "checkpoint %s/ckpt-%lld.dgck written; continue with --resume",
+                     t->o.ckpt_dir, (long long)t->gstep);
+        fprintf(stderr, "%s: preempted by %s at step %lld: %s (exit %d)\n", t->p->prog,
+                signal_name(t->preempted_by), (long long)t->gstep, where, DG_TRAIN_EXIT_PREEMPTED);
+    }
+    return DG_TRAIN_EXIT_PREEMPTED;
 }
 
 /* The batches of one epoch. 0, or the exit code (after a message). */
@@ -689,16 +995,18 @@ static int run_batches(trainer *t, int epoch, double sums[2], int64_t *samples) 
         graph_step *gs = &t->gs;
         if (gs->on && gs->warmup == 0 && b == o->batch_size) {   /* --cuda-graph */
             dg_timeline_begin(t->ob.tl, "graph_replay", DG_TIMELINE_COMPUTE);
-            if (graph_train_step(gs, p, t->ctx, t->model, t->opt, t->ddp, x, y))
-                return fail(t, "--cuda-graph: ");
+            if (graph_train_step(gs, p, t->ctx, t->model, t->opt, t->ddp, x, y)) return fail(t, "--cuda-graph: ");
             dg_timeline_end(t->ob.tl, DG_TIMELINE_COMPUTE);
             if (t->ob.step % o->log_every == 0 || dg_graph_replays(gs->g) == 1) gs->last_loss = dg_item(gs->loss);
             l = gs->last_loss;   /* sums: graph_flush */
         } else {
-            int rc = eager_step(t, x, y, b, &l);
+            bool counted;
+            int rc = eager_step(t, x, y, b, &l, &counted);
             if (rc) return rc;
-            sums[0] += l;
-            sums[1] += 1.0;
+            if (counted) {
+                sums[0] += l;
+                sums[1] += 1.0;
+            }
         }
         if (t->first_loss < 0) t->first_loss = l;
         *samples += b;
@@ -706,14 +1014,16 @@ static int run_batches(trainer *t, int epoch, double sums[2], int64_t *samples) 
         dg_ctx_reset_step(t->ctx);
         t->gstep++;
         t->stop = o->max_steps && t->gstep >= o->max_steps;
+        bool saved = false;
         if (o->ckpt_dir && (t->stop || (o->ckpt_every && t->gstep % o->ckpt_every == 0))) {
-            graph_flush(gs, sums);
-            t->ts = (dg_train_state){ .step = t->gstep, .epoch = epoch, .pos = t->loader.pos,
-                                      .batch_size = o->batch_size, .optimizer = o->optimizer,
-                                      .sampler = &t->sampler, .num_stats = 2, .stats = { sums[0], sums[1] },
-                                      .buffers = t->bufs, .num_buffers = t->nb };
-            if (save_checkpoint(p, o, t->ctx, t->opt, t->comm, &t->ts, t->ob.progress)) return 1;
+            int rc = checkpoint_now(t, epoch, sums, false);
+            if (rc) return rc;
+            saved = true;
         }
+        int pr = preempt_poll(t);
+        if (pr < 0) return fail(t, "preemption flag: ");
+        if (pr > 0) return preempted(t, epoch, sums, saved);
+        if (check_slow_ranks(t, false)) return 1;
         if (t->stop) break;
     }
     if (b < 0) return fail(t, "");
@@ -756,6 +1066,7 @@ static int train_epochs(trainer *t) {
     for (int epoch = start_epoch; epoch < o->epochs && !(o->max_steps && t->gstep >= o->max_steps); epoch++) {
         dg_loader_start_epoch(&t->loader, epoch);
         dg_progress_start_epoch(t->ob.progress, epoch, o->epochs, dg_loader_num_batches(&t->loader));
+        check_slow_ranks(t, true);
         double t0 = now();
         double sums[2] = { 0.0, 0.0 };   /* loss sum, steps */
         if (t->resumed && epoch == start_epoch) {   /* skip what the checkpoint consumed */
@@ -788,7 +1099,8 @@ static void json_extra(FILE *f, const dg_train_program *p) {
 static int report(trainer *t) {
     const dg_train_program *p = t->p;
     const dg_train_opts *o = &t->o;
-    int see_rc = close_observers(p, &t->ob, o, t->rank, t->world);
+    if (preempt_drain(t)) return fail(t, "preemption flag: ");
+    close_observers(p, &t->ob, o, t->rank, t->world);   /* a logging failure is a warning */
     t->ob_open = false;
     dg_ddp_stats st;
     dg_ddp_get_stats(t->ddp, &st);
@@ -798,7 +1110,7 @@ static int report(trainer *t) {
     bool agree = false;   /* the model every rank ends with: rank 0's buffers too */
     if (sync_buffers(t->ddp, t->bufs, t->nb, t->world) || replicas_agree(t->comm, hash, t->bufs, t->nb, &agree))
         return fail(t, "");
-    if (!o->json || t->rank != 0) return see_rc;
+    if (!o->json || t->rank != 0) return 0;
     char tr[32] = "null";
     if (t->train_acc >= 0) snprintf(tr, sizeof tr, "%.6f", t->train_acc);
     printf("{\"model\": \"%s\", \"device\": \"%s\", \"epochs\": %d, \"world_size\": %d, "
@@ -810,13 +1122,14 @@ static int report(trainer *t) {
            "\"first_loss\": %.6f, \"final_loss\": %.6f, \"train_accuracy\": %s, \"test_accuracy\": %.6f, "
            "\"train_samples_per_sec\": %.1f, \"train_seconds\": %.3f, \"overlap\": %s, "
            "\"buckets\": %d, \"allreduce_seconds\": %.4f, \"steps\": %lld, \"comm\": \"%s\", "
-           "\"cuda_graph\": %s, \"params_hash\": \"%016llx\", \"replicas_agree\": %s}\n",
+           "\"cuda_graph\": %s, \"skipped_steps\": %lld, \"checkpoint_failures\": %lld, "
+           "\"params_hash\": \"%016llx\", \"replicas_agree\": %s}\n",
            o->normalize ? "true" : "false", (long long)t->train.n, t->first_loss, t->final_loss, tr, t->test_acc,
            t->train_time > 0 ? (double)t->train_samples / t->train_time : 0.0, t->train_time,
            o->overlap ? "true" : "false", st.num_buckets, st.wait_seconds, (long long)t->gstep,
-           dg_comm_backend_name(t->comm), o->cuda_graph ? "true" : "false", (unsigned long long)hash,
-           agree ? "true" : "false");
-    return see_rc;
+           dg_comm_backend_name(t->comm), o->cuda_graph ? "true" : "false", (long long)t->skipped_steps,
+           (long long)t->ckpt_failures, (unsigned long long)hash, agree ? "true" : "false");
+    return 0;
 }
 
 int dg_train_main(const dg_train_program *p, int argc, char **argv) {

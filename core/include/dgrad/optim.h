@@ -74,6 +74,13 @@ dg_status dg_optim_set_momentum(dg_optim *opt, float momentum);
  * scaled by max_norm / (total + 1e-6). Returns total. */
 float dg_clip_grad_norm(dg_tensor *const *params, int n, float max_norm);
 
+/* Whether every gradient of the context's parameters is finite (no NaN or
+ * infinity), as GradScaler's found_inf check. When not, *first_bad (if
+ * not NULL) gets the index (dg_ctx_params order) of the first parameter
+ * with a non-finite gradient. One pass over the flat gradient buffer on the
+ * CPU; a GPU context copies it to the host first. */
+bool dg_grads_finite(dg_ctx *ctx, int *first_bad);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,6 +16,7 @@
 #include "impl.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum { OPT_SGD, OPT_ADAM };
@@ -313,6 +314,43 @@ float dg_clip_grad_norm(dg_tensor *const *params, int n, float max_norm) {
             if (g) ctx->be->math.unary(DG_UN_SCALE, g->data, g->data, dg_numel(g), coef);
         }
     return tn;
+}
+
+/* No NaN or infinity among n floats: the largest magnitude, compared as
+ * integers (an exponent of all ones is 0x7f800000 and above), an integer
+ * max that vectorizes. */
+DG_HOT static bool all_finite(const float *restrict g, size_t n) {
+    const uint32_t *u = (const uint32_t *)(const void *)g;
+    uint32_t most = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t m = u[i] & 0x7fffffffu;
+        most = m > most ? m : most;
+    }
+    return most < 0x7f800000u;
+}
+
+bool dg_grads_finite(dg_ctx *ctx, int *first_bad) {
+    size_t n;
+    float *buf = dg_ctx_grad_buffer(ctx, &n);
+    if (!buf || n == 0) return true;
+    float *host = buf;
+    if (dg_ctx_device(ctx) != DG_CPU) {
+        host = malloc(n * sizeof *host);
+        DG_ASSERT(host != NULL);
+        ctx->be->mem.to_host(host, buf, n * sizeof *host);
+    }
+    bool ok = all_finite(host, n);
+    if (!ok && first_bad) {
+        int np;
+        dg_tensor **p = dg_ctx_params(ctx, &np);
+        *first_bad = -1;
+        for (int i = 0; i < np && *first_bad < 0; i++) {
+            const float *g = host + dg_param_offset(p[i]);
+            if (!all_finite(g, (size_t)dg_numel(p[i]))) *first_bad = i;
+        }
+    }
+    if (host != buf) free(host);
+    return ok;
 }
 
 /* For sched.c: the context that owns the optimizer. */

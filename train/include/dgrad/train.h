@@ -21,6 +21,33 @@
  *       return dg_train_main(&p, argc, argv);
  *   }
  *
+ * Preemption: a signal of --preempt-signals (SIGTERM and SIGUSR1 by default)
+ * on any rank makes every rank stop at the same step boundary: the flag
+ * travels in a one-int non-blocking all-reduce started after each step and
+ * read after the next (no blocking collective per step), then the ranks
+ * write one checkpoint (with --checkpoint-dir), rank 0 prints a line naming
+ * the signal and the step, and every rank exits DG_TRAIN_EXIT_PREEMPTED.
+ * dgrun forwards SIGTERM (as SIGUSR1, since mpirun kills ranks on SIGTERM),
+ * SIGUSR1 and SIGUSR2 to the ranks, and under Slurm requeues the job.
+ *
+ * Faults: a checkpoint that cannot be written (a full, read-only or removed
+ * directory) is a one-line error naming it, and the previous checkpoint
+ * stays intact; --on-checkpoint-error stop (default) ends the run (exit 1),
+ * continue trains on and tries again at the next interval. A TensorBoard or
+ * timeline write that fails mid-run is a warning: training goes on and the
+ * exit status is not changed. A non-finite loss (on any rank) or gradient
+ * is caught before the optimizer step on every rank (a rank whose loss is
+ * not finite makes its gradients NaN, so the all-reduce tells every rank):
+ * --on-nonfinite stop (default) ends the run (exit 1) with a line naming
+ * the step, the rank and the first parameter whose gradient is not finite,
+ * keeping the last good checkpoint; skip drops such steps, as a grad
+ * scaler does, and counts them ("skipped_steps" in --json, TensorBoard
+ * train/skipped_steps). Slow ranks: every 100 steps the ranks share their
+ * time busy (not waiting in the all-reduce); rank 0 warns, once an epoch,
+ * about a rank busy 1.5 times the median, with its wait times, and logs
+ * ranks/busy_ms and ranks/wait_ms per rank to TensorBoard.
+ * For tests, DG_TEST_SLOW_RANK=R:MS makes rank R sleep MS ms each step.
+ *
  * Batch-norm buffers (dg_module_buffers: running mean and variance)
  * follow PyTorch DDP's broadcast_buffers=True: rank 0's are broadcast
  * before every forward pass (and before evaluation), so every rank
@@ -119,7 +146,15 @@ typedef struct {
     int64_t limit_train;        /* 0 = the whole training set */
     bool normalize;             /* uint8 images: (pixel/255 - 0.1307) / 0.3081 */
     bool train_accuracy;        /* evaluate on the training set each epoch */
+    const char *preempt_signals;/* "TERM,USR1" (default): signals that checkpoint
+                                   and stop (see "Preemption"); "none" */
+    const char *on_ckpt_error;  /* "stop" (default) or "continue" */
+    const char *on_nonfinite;   /* "stop" (default) or "skip" */
 } dg_train_opts;
+
+/* Exit status of a run stopped by a preemption signal after its checkpoint
+ * (EX_TEMPFAIL: "try again"): resume it with --resume. */
+#define DG_TRAIN_EXIT_PREEMPTED 75
 
 /* What a program brings. Only prog and build are required. */
 typedef struct {
