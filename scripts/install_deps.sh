@@ -5,7 +5,7 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libopenblas-dev zlib1g-dev
-      libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler
+      libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libjansson-dev
       curl ca-certificates python3 time slurm-wlm munge iproute2 procps)
 [ "${1:-}" = "--bench" ] && pkgs+=(python3-torch python3-numpy)
 

@@ -65,6 +65,38 @@ dg_module *dg_nn_flatten(dg_ctx *ctx);
  * from rank 0 at the start, like the parameters. */
 int dg_module_buffers(dg_module *m, dg_tensor ***out);
 
+/* ---- introspection (ONNX export, dgrad/onnx.h; inference, dgrad/infer.h) -- */
+typedef enum {
+    DG_MODULE_OTHER = 0,        /* a kind this API does not describe */
+    DG_MODULE_SEQUENTIAL,
+    DG_MODULE_LINEAR,
+    DG_MODULE_CONV2D,
+    DG_MODULE_BATCH_NORM2D,
+    DG_MODULE_MAX_POOL2D,
+    DG_MODULE_AVG_POOL2D,
+    DG_MODULE_RELU,
+    DG_MODULE_FLATTEN,
+    DG_MODULE_DROPOUT,
+} dg_module_kind;
+
+/* What a module is and holds. The tensors are the module's own (not
+ * copies); unused fields are zero or NULL. */
+typedef struct {
+    dg_module_kind kind;
+    int num_children;              /* Sequential */
+    dg_tensor *weight, *bias;      /* Linear [out, in], Conv2d [oc, ic/groups, kh, kw],
+                                      BatchNorm2d [c]; bias may be NULL */
+    dg_tensor *running_mean, *running_var;   /* BatchNorm2d [c] */
+    int64_t kernel[2];             /* pools */
+    int64_t stride[2], padding[2]; /* Conv2d, pools */
+    int64_t dilation[2], groups;   /* Conv2d */
+    float p;                       /* Dropout */
+    float momentum, eps;           /* BatchNorm2d */
+} dg_module_info;
+
+/* Fills *out for m. */
+void dg_module_get_info(const dg_module *m, dg_module_info *out);
+
 #ifdef __cplusplus
 }
 #endif

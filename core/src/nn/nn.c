@@ -335,3 +335,50 @@ int dg_module_buffers(dg_module *m, dg_tensor ***out) {
     if (out) *out = m->all_bufs;
     return m->nall_bufs;
 }
+
+/* ---- introspection ------------------------------------------------------- */
+
+void dg_module_get_info(const dg_module *m, dg_module_info *out) {
+    DG_ASSERT(m != NULL && out != NULL);
+    memset(out, 0, sizeof *out);
+    const int64_t *c = m->cfg;
+    if (m->forward == sequential_forward) {
+        out->kind = DG_MODULE_SEQUENTIAL;
+        out->num_children = m->nchildren;
+    } else if (m->forward == linear_forward) {
+        out->kind = DG_MODULE_LINEAR;
+    } else if (m->forward == conv2d_forward) {
+        out->kind = DG_MODULE_CONV2D;
+        for (int i = 0; i < 2; i++) {
+            out->kernel[i] = m->weight->shape[2 + i];
+            out->stride[i] = c[i];
+            out->padding[i] = c[2 + i];
+            out->dilation[i] = c[4 + i];
+        }
+        out->groups = c[6];
+    } else if (m->forward == batch_norm_forward) {
+        out->kind = DG_MODULE_BATCH_NORM2D;
+        out->running_mean = m->bufs[0];
+        out->running_var = m->bufs[1];
+        out->momentum = m->fcfg[1];
+        out->eps = m->fcfg[2];
+    } else if (m->forward == max_pool_forward || m->forward == avg_pool_forward) {
+        out->kind = m->forward == max_pool_forward ? DG_MODULE_MAX_POOL2D : DG_MODULE_AVG_POOL2D;
+        for (int i = 0; i < 2; i++) {
+            out->kernel[i] = c[i];
+            out->stride[i] = c[2 + i];
+            out->padding[i] = c[4 + i];
+        }
+    } else if (m->forward == relu_forward) {
+        out->kind = DG_MODULE_RELU;
+    } else if (m->forward == flatten_forward) {
+        out->kind = DG_MODULE_FLATTEN;
+    } else if (m->forward == dropout_forward) {
+        out->kind = DG_MODULE_DROPOUT;
+        out->p = m->fcfg[0];
+    }
+    if (out->kind == DG_MODULE_LINEAR || out->kind == DG_MODULE_CONV2D || out->kind == DG_MODULE_BATCH_NORM2D) {
+        out->weight = m->weight;
+        out->bias = m->bias;
+    }
+}

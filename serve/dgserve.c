@@ -1,0 +1,651 @@
+/* dgserve - an HTTP/1.1 inference server for ONNX models, on dgrad.
+ *
+ *   dgserve --model PATH.onnx [--name NAME] [--host 127.0.0.1] [--port 8080]
+ *           [--workers 2] [--max-batch 32] [--max-delay-ms 2] [--queue 128]
+ *           [--max-request-batch 1024] [--max-body-mb 64] [--drain-timeout-s 30]
+ *           [--blas-threads 1]
+ *
+ * Endpoints (JSON in and out; errors are {"error": "<field>: <what>"}):
+ *   GET  /v2/health/live, /v2/health/ready     KServe v2 health
+ *   GET  /v2, /v2/models/NAME, /v2/models/NAME/ready    metadata
+ *   POST /v2/models/NAME/infer     {"inputs": [{"name", "shape": [n, ...],
+ *                                   "datatype": "FP32", "data": [...]}]}
+ *   GET  /v1/models/NAME           TF Serving model status
+ *   POST /v1/models/NAME:predict   {"instances": [sample, ...]} -> {"predictions": [...]}
+ *   GET  /metrics                  Prometheus text format
+ * Requests are batched across clients (server.h). A full queue answers 503
+ * with Retry-After. SIGHUP reloads the model file (requests in flight
+ * finish on the old model; a file that does not load keeps the old one).
+ * SIGTERM or SIGINT: stop listening, finish what was accepted, exit 0.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "dgrad/onnx.h"
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    const char *model_path;
+    char name[128];
+    const char *host;
+    int port;
+    int64_t max_request_batch;
+    size_t max_body;
+    double drain_timeout_s;
+} options;
+
+typedef struct {
+    options o;
+    dgs_server *s;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int active;                 /* requests begun and not completed */
+} app;
+
+static void active_add(app *a, int d) {
+    pthread_mutex_lock(&a->mu);
+    a->active += d;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* Waits until no request is active, at most until deadline (dgs_now). */
+static bool wait_no_active(app *a, double deadline) {
+    pthread_mutex_lock(&a->mu);
+    while (a->active && dgs_now() < deadline) {
+        pthread_mutex_unlock(&a->mu);
+        struct timespec ts = { 0, 10 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&a->mu);
+    }
+    bool none = a->active == 0;
+    pthread_mutex_unlock(&a->mu);
+    return none;
+}
+
+/* per connection (request) */
+typedef struct {
+    char *body;
+    size_t len, cap;
+    bool too_big;
+    double t0;
+} conn_state;
+
+/* ---- responses ------------------------------------------------------------------ */
+
+static enum MHD_Result send_text(struct MHD_Connection *c, int code, char *text, const char *type,
+                                 const char *retry_after) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", type);
+    if (retry_after) MHD_add_response_header(r, "Retry-After", retry_after);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, int code, json_t *j) {
+    char *text = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(j);
+    if (!text) return MHD_NO;
+    return send_text(c, code, text, "application/json", NULL);
+}
+
+typedef struct {
+    int code;
+    char msg[512];
+    const char *retry_after;
+} http_error;
+
+static int fail(http_error *e, int code, const char *fmt, ...) DG_PRINTF(3, 4);
+static int fail(http_error *e, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    for (char *p = e->msg; *p; p++)   /* URLs may hold any bytes: keep the JSON valid */
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f) *p = '?';
+    e->code = code;
+    return code;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, const http_error *e) {
+    json_t *j = json_pack("{s:s}", "error", e->msg);
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!text) return MHD_NO;
+    return send_text(c, e->code, text, "application/json", e->retry_after);
+}
+
+/* ---- request bodies ------------------------------------------------------------------ */
+
+/* Appends the numbers of j (a number or nested arrays of them) to x (at
+ * most cap); counts all of them in *n. false (message naming path) on a
+ * value that is not a number. */
+static bool flatten(json_t *j, float *x, int64_t cap, int64_t *n, char *path, size_t plen, http_error *e,
+                    int depth) {
+    if (json_is_number(j)) {
+        if (*n < cap) x[*n] = (float)json_number_value(j);
+        (*n)++;
+        return true;
+    }
+    if (!json_is_array(j) || depth > 8) {
+        fail(e, 400, "%s: not a number or an array of numbers", path);
+        return false;
+    }
+    size_t base = strlen(path);
+    for (size_t i = 0; i < json_array_size(j); i++) {
+        snprintf(path + base, plen - base, "[%zu]", i);
+        if (!flatten(json_array_get(j, i), x, cap, n, path, plen, e, depth + 1)) return false;
+    }
+    path[base] = '\0';
+    return true;
+}
+
+static const char *shape_text(const int64_t *shape, int ndim, bool batch, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "[%s", batch ? "-1" : "");
+    for (int i = 0; i < ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%lld", (batch || i) ? ", " : "", (long long)shape[i]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+    return buf;
+}
+
+/* Parses a KServe v2 infer body against model m into *x (malloc'd) and *n. */
+static int parse_v2(const app *a, json_t *root, const dg_infer_model *m, float **x, int64_t *n, http_error *e) {
+    int64_t ms[DG_MAX_DIMS];
+    int mnd = dg_infer_model_input_shape(m, ms);
+    int64_t size = dg_infer_model_input_size(m);
+    json_t *inputs = json_object_get(root, "inputs");
+    if (!inputs) return fail(e, 400, "inputs: missing (an array with one tensor)");
+    if (!json_is_array(inputs) || json_array_size(inputs) != 1)
+        return fail(e, 400, "inputs: must be an array of one tensor (the model has one input)");
+    json_t *t = json_array_get(inputs, 0);
+    if (!json_is_object(t)) return fail(e, 400, "inputs[0]: must be an object");
+    json_t *name = json_object_get(t, "name");
+    if (name && !json_is_string(name)) return fail(e, 400, "inputs[0].name: must be a string");
+    json_t *dt = json_object_get(t, "datatype");
+    if (!json_is_string(dt)) return fail(e, 400, "inputs[0].datatype: missing or not a string (\"FP32\")");
+    if (strcmp(json_string_value(dt), "FP32"))
+        return fail(e, 400, "inputs[0].datatype: must be \"FP32\", got \"%s\"", json_string_value(dt));
+    json_t *shape = json_object_get(t, "shape");
+    if (!json_is_array(shape) || json_array_size(shape) < 1)
+        return fail(e, 400, "inputs[0].shape: missing or not an array of integers");
+    size_t nd = json_array_size(shape);
+    int64_t sh[DG_MAX_DIMS + 1];
+    char b1[160], b2[160];
+    for (size_t i = 0; i < nd && i <= DG_MAX_DIMS; i++) {
+        json_t *d = json_array_get(shape, i);
+        if (!json_is_integer(d) || json_integer_value(d) < 1)
+            return fail(e, 400, "inputs[0].shape[%zu]: must be a positive integer", i);
+        sh[i] = json_integer_value(d);
+    }
+    bool fits = nd == (size_t)mnd + 1;
+    for (int i = 0; fits && i < mnd; i++) fits = sh[i + 1] == ms[i];
+    size_t k = (size_t)snprintf(b1, sizeof b1, "[");
+    for (size_t i = 0; i < nd && i <= DG_MAX_DIMS && k < sizeof b1; i++)
+        k += (size_t)snprintf(b1 + k, sizeof b1 - k, "%s%lld", i ? ", " : "", (long long)sh[i]);
+    if (k < sizeof b1) snprintf(b1 + k, sizeof b1 - k, "%s]", nd > DG_MAX_DIMS + 1 ? ", ..." : "");
+    if (!fits) {
+        return fail(e, 400, "inputs[0].shape: %s does not fit the model's input %s (batch first)", b1,
+                    shape_text(ms, mnd, true, b2, sizeof b2));
+    }
+    *n = sh[0];
+    if (*n > a->o.max_request_batch)
+        return fail(e, 400, "inputs[0].shape[0]: batch %lld exceeds this server's limit of %lld", (long long)*n,
+                    (long long)a->o.max_request_batch);
+    json_t *data = json_object_get(t, "data");
+    if (!json_is_array(data)) return fail(e, 400, "inputs[0].data: missing or not an array");
+    int64_t want = *n * size, got = 0;
+    *x = malloc((size_t)want * sizeof **x);
+    if (!*x) return fail(e, 500, "out of memory for %lld floats", (long long)want);
+    char path[256] = "inputs[0].data";
+    if (!flatten(data, *x, want, &got, path, sizeof path, e, 0)) return e->code;
+    if (got != want)
+        return fail(e, 400, "inputs[0].data: has %lld values, shape %s needs %lld", (long long)got, b1,
+                    (long long)want);
+    return 0;
+}
+
+/* TF Serving: {"instances": [sample, ...]}, each sample the model's input shape. */
+static int parse_v1(const app *a, json_t *root, const dg_infer_model *m, float **x, int64_t *n, http_error *e) {
+    int64_t size = dg_infer_model_input_size(m);
+    json_t *inst = json_object_get(root, "instances");
+    if (!inst) return fail(e, 400, "instances: missing (a list of inputs, one per sample)");
+    if (!json_is_array(inst) || json_array_size(inst) < 1) return fail(e, 400, "instances: must be a non-empty array");
+    *n = (int64_t)json_array_size(inst);
+    if (*n > a->o.max_request_batch)
+        return fail(e, 400, "instances: %lld instances exceed this server's limit of %lld", (long long)*n,
+                    (long long)a->o.max_request_batch);
+    *x = malloc((size_t)(*n * size) * sizeof **x);
+    if (!*x) return fail(e, 500, "out of memory");
+    for (int64_t i = 0; i < *n; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "instances[%lld]", (long long)i);
+        int64_t got = 0;
+        if (!flatten(json_array_get(inst, (size_t)i), *x + i * size, size, &got, path, sizeof path, e, 0))
+            return e->code;
+        if (got != size)
+            return fail(e, 400, "instances[%lld]: has %lld values, the model takes %lld per instance", (long long)i,
+                        (long long)got, (long long)size);
+    }
+    return 0;
+}
+
+/* ---- endpoints ------------------------------------------------------------------------ */
+
+static json_t *tensor_meta(const char *name, const int64_t *shape, int nd) {
+    json_t *s = json_array();
+    json_array_append_new(s, json_integer(-1));
+    for (int i = 0; i < nd; i++) json_array_append_new(s, json_integer(shape[i]));
+    return json_pack("{s:s,s:s,s:o}", "name", name, "datatype", "FP32", "shape", s);
+}
+
+static enum MHD_Result model_metadata(app *a, struct MHD_Connection *c) {
+    dgs_model *sm = dgs_model_acquire(a->s);
+    int64_t is[DG_MAX_DIMS], os[DG_MAX_DIMS];
+    int ind = dg_infer_model_input_shape(sm->m, is), ond = dg_infer_model_output_shape(sm->m, os);
+    char ver[32];
+    snprintf(ver, sizeof ver, "%lld", (long long)sm->version);
+    json_t *j = json_pack("{s:s,s:[s],s:s,s:[o],s:[o]}", "name", a->o.name, "versions", ver, "platform", "onnx",
+                          "inputs", tensor_meta("input", is, ind), "outputs", tensor_meta("output", os, ond));
+    dgs_model_release(a->s, sm);
+    return send_json(c, 200, j);
+}
+
+/* Runs an inference body (v2 or v1); the response or an error. */
+static int infer(app *a, const conn_state *cs, bool v2, json_t **out, http_error *e) {
+    if (cs->too_big) return fail(e, 413, "body: larger than %zu bytes", a->o.max_body);
+    json_error_t je;
+    json_t *root = json_loadb(cs->body ? cs->body : "", cs->len, 0, &je);
+    if (!root) return fail(e, 400, "body: not valid JSON (line %d, column %d: %s)", je.line, je.column, je.text);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return fail(e, 400, "body: must be a JSON object");
+    }
+    dgs_model *sm = dgs_model_acquire(a->s);
+    float *x = NULL, *y = NULL;
+    int64_t n = 0;
+    int code = v2 ? parse_v2(a, root, sm->m, &x, &n, e) : parse_v1(a, root, sm->m, &x, &n, e);
+    int64_t osz = dg_infer_model_output_size(sm->m);
+    if (!code) {
+        y = malloc((size_t)(n * osz) * sizeof *y);
+        if (!y) code = fail(e, 500, "out of memory");
+    }
+    dgs_request req = { .model = sm, .x = x, .n = n, .y = y };
+    if (!code) {
+        dgs_submit_result r = dgs_submit(a->s, &req);
+        if (r == DGS_FULL) {
+            code = fail(e, 503, "server busy: the request queue is full; retry later");
+            e->retry_after = "1";
+        } else if (r == DGS_DRAINING) {
+            code = fail(e, 503, "server shutting down");
+        } else {
+            dgs_wait(a->s, &req);
+            if (req.status) code = fail(e, 500, "inference failed: %s", req.err);
+        }
+    }
+    if (!code) {
+        int64_t os[DG_MAX_DIMS];
+        int ond = dg_infer_model_output_shape(sm->m, os);
+        if (v2) {
+            json_t *data = json_array(), *shape = json_array();
+            for (int64_t i = 0; i < n * osz; i++) json_array_append_new(data, json_real(y[i]));
+            json_array_append_new(shape, json_integer(n));
+            for (int i = 0; i < ond; i++) json_array_append_new(shape, json_integer(os[i]));
+            char ver[32];
+            snprintf(ver, sizeof ver, "%lld", (long long)sm->version);
+            *out = json_pack("{s:s,s:s,s:[{s:s,s:s,s:o,s:o}]}", "model_name", a->o.name, "model_version", ver,
+                             "outputs", "name", "output", "datatype", "FP32", "shape", shape, "data", data);
+            json_t *id = json_object_get(root, "id");
+            if (json_is_string(id)) json_object_set(*out, "id", id);
+        } else {
+            json_t *preds = json_array();
+            for (int64_t i = 0; i < n; i++) {
+                json_t *p = json_array();
+                for (int64_t k = 0; k < osz; k++) json_array_append_new(p, json_real(y[i * osz + k]));
+                json_array_append_new(preds, p);
+            }
+            *out = json_pack("{s:o}", "predictions", preds);
+        }
+    }
+    free(x);
+    free(y);
+    dgs_model_release(a->s, sm);
+    json_decref(root);
+    return code;
+}
+
+/* "/v2/models/NAME/rest" -> rest, if NAME is ours; NULL otherwise. */
+static const char *model_path(const app *a, const char *url, const char *prefix, bool *unknown) {
+    size_t pl = strlen(prefix), nl = strlen(a->o.name);
+    *unknown = false;
+    if (strncmp(url, prefix, pl)) return NULL;
+    const char *p = url + pl;
+    if (strncmp(p, a->o.name, nl) || (p[nl] && p[nl] != '/' && p[nl] != ':')) {
+        *unknown = true;
+        return NULL;
+    }
+    return p + nl;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                              const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    (void)version;
+    app *a = cls;
+    conn_state *cs = *con_cls;
+    if (!cs) {
+        cs = calloc(1, sizeof *cs);
+        if (!cs) return MHD_NO;
+        cs->t0 = dgs_now();
+        *con_cls = cs;
+        active_add(a, 1);
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!cs->too_big && cs->len + *upload_size > a->o.max_body) {
+            cs->too_big = true;
+            free(cs->body);
+            cs->body = NULL;
+            cs->len = cs->cap = 0;
+        }
+        if (!cs->too_big) {
+            if (cs->len + *upload_size + 1 > cs->cap) {
+                size_t nc = cs->cap ? cs->cap : 4096;
+                while (nc < cs->len + *upload_size + 1) nc *= 2;
+                char *p = realloc(cs->body, nc);
+                if (!p) return MHD_NO;
+                cs->body = p;
+                cs->cap = nc;
+            }
+            memcpy(cs->body + cs->len, upload, *upload_size);
+            cs->len += *upload_size;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    bool get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
+    const char *endpoint = "other", *allow = NULL;
+    http_error e = { 0 };
+    json_t *j = NULL;
+    char *metrics = NULL;
+    bool unknown_model = false, unknown_v1 = false;
+    const char *rest;
+    int code = 200;
+    if (!strcmp(url, "/v2/health/live")) {
+        endpoint = "live";
+        if (get) j = json_pack("{s:b}", "live", 1);
+        else allow = "GET";
+    } else if (!strcmp(url, "/v2/health/ready")) {
+        endpoint = "ready";
+        bool ready = !dgs_is_draining(a->s);
+        if (get) {
+            j = json_pack("{s:b}", "ready", ready);
+            code = ready ? 200 : 503;
+        } else allow = "GET";
+    } else if (!strcmp(url, "/v2")) {
+        endpoint = "metadata";
+        if (get) j = json_pack("{s:s,s:s,s:[]}", "name", "dgserve", "version", dg_version(), "extensions");
+        else allow = "GET";
+    } else if ((rest = model_path(a, url, "/v2/models/", &unknown_model))) {
+        if (!*rest) {
+            endpoint = "metadata";
+            if (get) return dgs_count_response(a->s, endpoint, 200, 0), model_metadata(a, c);
+            allow = "GET";
+        } else if (!strcmp(rest, "/ready")) {
+            endpoint = "ready";
+            bool ready = !dgs_is_draining(a->s);
+            if (get) {
+                j = json_pack("{s:s,s:b}", "name", a->o.name, "ready", ready);
+                code = ready ? 200 : 503;
+            } else allow = "GET";
+        } else if (!strcmp(rest, "/infer")) {
+            endpoint = "infer";
+            if (post) code = infer(a, cs, true, &j, &e) ? e.code : 200;
+            else allow = "POST";
+        } else {
+            code = fail(&e, 404, "no endpoint %s", url);
+        }
+    } else if (!unknown_model && (rest = model_path(a, url, "/v1/models/", &unknown_v1))) {
+        if (!*rest) {
+            endpoint = "status";
+            if (get) {
+                dgs_model *sm = dgs_model_acquire(a->s);
+                char ver[32];
+                snprintf(ver, sizeof ver, "%lld", (long long)sm->version);
+                dgs_model_release(a->s, sm);
+                j = json_pack("{s:[{s:s,s:s,s:{s:s,s:s}}]}", "model_version_status", "version", ver, "state",
+                              "AVAILABLE", "status", "error_code", "OK", "error_message", "");
+            } else allow = "GET";
+        } else if (!strcmp(rest, ":predict")) {
+            endpoint = "predict";
+            if (post) code = infer(a, cs, false, &j, &e) ? e.code : 200;
+            else allow = "POST";
+        } else {
+            code = fail(&e, 404, "no endpoint %s", url);
+        }
+    } else if (!strcmp(url, "/metrics")) {
+        endpoint = "metrics";
+        if (get) metrics = dgs_metrics_text(a->s);
+        else allow = "GET";
+    } else {
+        code = fail(&e, 404, "no endpoint %s", url);
+    }
+    if (unknown_model || unknown_v1) {
+        e.code = 0;
+        code = fail(&e, 404, "model: %s names no model served here (this server serves '%s')", url, a->o.name);
+    }
+    if (allow && !e.code) code = fail(&e, 405, "method: %s %s is not supported (use %s)", method, url, allow);
+    dgs_count_response(a->s, endpoint, e.code ? e.code : code, dgs_now() - cs->t0);
+    if (e.code) {
+        json_decref(j);
+        free(metrics);
+        if (allow) {
+            json_t *ej = json_pack("{s:s}", "error", e.msg);
+            char *text = json_dumps(ej, JSON_COMPACT);
+            json_decref(ej);
+            struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+            MHD_add_response_header(r, "Content-Type", "application/json");
+            MHD_add_response_header(r, "Allow", allow);
+            enum MHD_Result ret = MHD_queue_response(c, 405, r);
+            MHD_destroy_response(r);
+            return ret;
+        }
+        return send_error(c, &e);
+    }
+    if (metrics) return send_text(c, 200, metrics, "text/plain; version=0.0.4", NULL);
+    return send_json(c, code, j);
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    (void)c;
+    (void)toe;
+    conn_state *cs = *con_cls;
+    if (cs) {
+        free(cs->body);
+        free(cs);
+        active_add(cls, -1);
+    }
+    *con_cls = NULL;
+}
+
+/* ---- main ----------------------------------------------------------------------------------- */
+
+static int usage(const char *msg) {
+    if (msg) fprintf(stderr, "dgserve: %s\n", msg);
+    fprintf(stderr,
+            "usage: dgserve --model PATH.onnx [--name NAME] [--host ADDR] [--port N] [--workers N]\n"
+            "               [--max-batch N] [--max-delay-ms X] [--queue N] [--max-request-batch N]\n"
+            "               [--max-body-mb N] [--drain-timeout-s X] [--blas-threads N]\n");
+    return 2;
+}
+
+static bool parse_num(const char *flag, const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || end == s || v < lo || v > hi) {
+        fprintf(stderr, "dgserve: %s: '%s' is not a number in [%g, %g]\n", flag, s, lo, hi);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+int main(int argc, char **argv) {
+    app a = { .o = { .host = "127.0.0.1", .port = 8080, .max_request_batch = 1024, .max_body = (size_t)64 << 20,
+                     .drain_timeout_s = 30 } };
+    pthread_mutex_init(&a.mu, NULL);
+    pthread_cond_init(&a.cv, NULL);
+    dgs_config cfg = { .workers = 2, .max_batch = 32, .max_delay_s = 0.002, .queue_cap = 128, .blas_threads = 1 };
+    const char *name = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
+            usage(NULL);
+            return 0;
+        }
+        if (i + 1 >= argc) return usage("a flag lacks its value, or an unknown flag");
+        const char *v = argv[++i];
+        double d;
+        if (!strcmp(f, "--model")) a.o.model_path = v;
+        else if (!strcmp(f, "--name")) name = v;
+        else if (!strcmp(f, "--host")) a.o.host = v;
+        else if (!strcmp(f, "--port")) {
+            if (!parse_num(f, v, 0, 65535, &d)) return 2;
+            a.o.port = (int)d;
+        } else if (!strcmp(f, "--workers")) {
+            if (!parse_num(f, v, 1, 256, &d)) return 2;
+            cfg.workers = (int)d;
+        } else if (!strcmp(f, "--max-batch")) {
+            if (!parse_num(f, v, 1, 1 << 20, &d)) return 2;
+            cfg.max_batch = (int64_t)d;
+        } else if (!strcmp(f, "--max-delay-ms")) {
+            if (!parse_num(f, v, 0, 10000, &d)) return 2;
+            cfg.max_delay_s = d / 1000;
+        } else if (!strcmp(f, "--queue")) {
+            if (!parse_num(f, v, 1, 1 << 20, &d)) return 2;
+            cfg.queue_cap = (int)d;
+        } else if (!strcmp(f, "--max-request-batch")) {
+            if (!parse_num(f, v, 1, 1 << 24, &d)) return 2;
+            a.o.max_request_batch = (int64_t)d;
+        } else if (!strcmp(f, "--max-body-mb")) {
+            if (!parse_num(f, v, 1, 4096, &d)) return 2;
+            a.o.max_body = (size_t)d << 20;
+        } else if (!strcmp(f, "--drain-timeout-s")) {
+            if (!parse_num(f, v, 0, 3600, &d)) return 2;
+            a.o.drain_timeout_s = d;
+        } else if (!strcmp(f, "--blas-threads")) {
+            if (!parse_num(f, v, 0, 256, &d)) return 2;
+            cfg.blas_threads = (int)d;
+        } else if (!strcmp(f, "--test-slow-ms")) {   /* tests: make each batch take this long */
+            if (!parse_num(f, v, 0, 60000, &d)) return 2;
+            cfg.test_slow_s = d / 1000;
+        } else {
+            char msg[256];
+            snprintf(msg, sizeof msg, "unknown flag %s", f);
+            return usage(msg);
+        }
+    }
+    if (!a.o.model_path) return usage("--model PATH.onnx is required");
+    if (name) snprintf(a.o.name, sizeof a.o.name, "%s", name);
+    else {
+        const char *b = strrchr(a.o.model_path, '/');
+        snprintf(a.o.name, sizeof a.o.name, "%s", b ? b + 1 : a.o.model_path);
+        char *dot = strrchr(a.o.name, '.');
+        if (dot && dot != a.o.name) *dot = '\0';
+    }
+    if (!a.o.name[0] || strpbrk(a.o.name, "/:?# ")) return usage("--name: must be non-empty, without / : ? # or spaces");
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)a.o.port) };
+    if (inet_pton(AF_INET, a.o.host, &addr.sin_addr) != 1) return usage("--host: not an IPv4 address");
+
+    dg_infer_model *m = dg_onnx_load(a.o.model_path);
+    if (!m) {
+        fprintf(stderr, "dgserve: %s\n", dg_last_error());
+        return 1;
+    }
+    /* signals go to sigwait below; threads started from here inherit the mask */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    a.s = dgs_server_new(&cfg, m);
+    if (!a.s) {
+        fprintf(stderr, "dgserve: %s\n", dg_last_error());
+        return 1;
+    }
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
+        NULL, handle, &a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, completed,
+        &a, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+        MHD_OPTION_END);
+    if (!d) {
+        fprintf(stderr, "dgserve: cannot listen on %s:%d: %s\n", a.o.host, a.o.port, strerror(errno));
+        dgs_server_free(a.s);
+        return 1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    int port = info ? info->port : a.o.port;
+    {
+        dgs_model *sm = dgs_model_acquire(a.s);
+        int64_t is[DG_MAX_DIMS], os[DG_MAX_DIMS];
+        char b1[128], b2[128];
+        int ind = dg_infer_model_input_shape(sm->m, is), ond = dg_infer_model_output_shape(sm->m, os);
+        printf("dgserve: serving '%s' (input %s, output %s, %d ops) on http://%s:%d with %d workers, "
+               "max batch %lld, max delay %g ms, queue %d\n",
+               a.o.name, shape_text(is, ind, true, b1, sizeof b1), shape_text(os, ond, true, b2, sizeof b2),
+               dg_infer_model_num_ops(sm->m), a.o.host, port, cfg.workers, (long long)cfg.max_batch,
+               cfg.max_delay_s * 1000, cfg.queue_cap);
+        fflush(stdout);
+        dgs_model_release(a.s, sm);
+    }
+    int rc = 0;
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig)) continue;
+        if (sig == SIGHUP) {
+            dg_clear_error();
+            dg_infer_model *nm = dg_onnx_load(a.o.model_path);
+            if (nm) {
+                int64_t v = dgs_model_swap(a.s, nm);
+                dgs_count_reload(a.s, true);
+                printf("dgserve: SIGHUP: reloaded %s (version %lld)\n", a.o.model_path, (long long)v);
+            } else {
+                dgs_count_reload(a.s, false);
+                printf("dgserve: SIGHUP: reload failed, still serving the previous model: %s\n", dg_last_error());
+            }
+            fflush(stdout);
+            continue;
+        }
+        printf("dgserve: %s: draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        fflush(stdout);
+        MHD_socket ls = MHD_quiesce_daemon(d);   /* no new connections */
+        if (ls != MHD_INVALID_SOCKET) close(ls);
+        dgs_start_drain(a.s);
+        double deadline = dgs_now() + a.o.drain_timeout_s;
+        if (!wait_no_active(&a, deadline) || !dgs_wait_idle(a.s, deadline - dgs_now())) {
+            fprintf(stderr, "dgserve: drain timed out after %g s with requests left\n", a.o.drain_timeout_s);
+            rc = 1;
+        }
+        break;
+    }
+    MHD_stop_daemon(d);   /* waits for the connection threads, which have their answers */
+    dgs_server_free(a.s);
+    printf("dgserve: stopped\n");
+    return rc;
+}

@@ -1,0 +1,14 @@
+# dgserve (serve/): test_serve.py drives it with curl on 127.0.0.1 only:
+# health and metadata, KServe v2 infer and TF Serving predict against
+# dgrad-infer's outputs, 4xx errors naming the field, dynamic batching,
+# SIGHUP reload under load, 503 + Retry-After on a full queue, SIGTERM
+# drain with exit 0. Needs dgserve (libmicrohttpd, jansson), curl, MNIST.
+find_program(DG_CURL curl)
+find_package(Python3 COMPONENTS Interpreter)
+if(TARGET dgserve AND DG_CURL AND DG_MNIST_DIR AND Python3_Interpreter_FOUND)
+  add_test(NAME test_serve
+           COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/test_serve.py ${PROJECT_BINARY_DIR} ${DG_MNIST_DIR})
+  set_tests_properties(test_serve PROPERTIES LABELS serve TIMEOUT 300)
+elseif(NOT TARGET dgserve)
+  message(STATUS "dgrad tests: test_serve left out (dgserve is not built)")
+endif()
