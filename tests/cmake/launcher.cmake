@@ -27,7 +27,10 @@ if(DG_LAUNCHER_SBATCH AND DG_LAUNCHER_SLURMCTLD AND DG_LAUNCHER_MUNGED)
   add_test(NAME launcher_slurm_kill
            COMMAND bash ${DG_LAUNCHER_TEST_DIR}/test_slurm.sh kill $<TARGET_FILE:mnist_mlp>
                    ${DG_MNIST_DIR} ${PROJECT_SOURCE_DIR})
-  set_tests_properties(launcher_slurm launcher_slurm_kill PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE
+  add_test(NAME launcher_slurm_preempt
+           COMMAND bash ${DG_LAUNCHER_TEST_DIR}/test_slurm.sh preempt $<TARGET_FILE:mnist_mlp>
+                   ${DG_MNIST_DIR} ${PROJECT_SOURCE_DIR})
+  set_tests_properties(launcher_slurm launcher_slurm_kill launcher_slurm_preempt PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE
                        ENVIRONMENT "${DG_LAUNCHER_ENV}")
 endif()
 

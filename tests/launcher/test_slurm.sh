@@ -8,15 +8,21 @@
 #           the batch script) starts a new one with --resume inside the same
 #           allocation, and the job ends with the params_hash of a run
 #           without a fault (mpirun, same flags)
-# Usage: test_slurm.sh submit|kill MNIST_MLP MNIST_DIR SRCDIR
+#   preempt examples/sbatch_preempt.sh (--requeue), 30 epochs; once the
+#           first checkpoint is written, scancel --signal=USR1 --batch: dgrun
+#           forwards it, the ranks checkpoint and exit 75, dgrun requeues the
+#           job, the requeued job resumes, and it ends with the params_hash
+#           of a run without the signal (mpirun, same flags)
+# Usage: test_slurm.sh submit|kill|preempt MNIST_MLP MNIST_DIR SRCDIR
 set -eu
 mode=$1 bin=$2 data=$3 src=$4
 dir=$(mktemp -d)
 trap '"$src/scripts/slurm_local.sh" stop "$dir/slurm" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 . "$(dirname "$0")/common.sh"
 
-if [ "$mode" = kill ]; then   # the reference first, before Slurm is up
+if [ "$mode" = kill ] || [ "$mode" = preempt ]; then   # the reference first, before Slurm is up
   args=(--data "$data" --epochs 3 --batch-size 32 --threads 1 --json --seed 3 --checkpoint-every 100)
+  [ "$mode" = kill ] || args=(--data "$data" --epochs 30 --threads 1 --json --seed 3 --checkpoint-every 500)
   timeout 300 env SLURM_JOB_ID= "$src/launcher/dgrun" -n 2 "$bin" "${args[@]}" \
     --checkpoint-dir "$dir/ck_ref" >"$dir/ref.out" 2>&1 || { cat "$dir/ref.out"; echo "FAIL: reference run"; exit 1; }
   ref=$(field params_hash "$(json "$dir/ref.out")")
@@ -42,6 +48,28 @@ if [ "$mode" = submit ]; then
   [ "$ws" = 2 ] || { echo "FAIL: world_size $ws, want 2"; exit 1; }
   awk -v a="$acc" 'BEGIN { exit !(a >= 0.75) }' || { echo "FAIL: test_accuracy $acc < 0.75"; exit 1; }
   echo "ok: sbatch + dgrun: world_size 2, test_accuracy $acc"
+  exit 0
+fi
+
+if [ "$mode" = preempt ]; then
+  mkdir -p "$dir/ck"
+  timeout 400 sbatch --wait --chdir="$dir" --output="$dir/job.out" --export=ALL,DGRUN="$src/launcher/dgrun",CKPT_DIR="$dir/ck" \
+    "$src/examples/sbatch_preempt.sh" "$bin" "${args[@]:0:${#args[@]}-2}" >"$dir/sbatch.out" 2>&1 &
+  waiter=$!
+  for _ in $(seq 300); do grep -q "Submitted batch job" "$dir/sbatch.out" 2>/dev/null && break; sleep 0.1; done
+  jobid=$(grep -o '[0-9]*$' "$dir/sbatch.out" | head -n 1)
+  [ -n "$jobid" ] || { cat "$dir/sbatch.out"; echo "FAIL: no job id"; exit 1; }
+  wait_first_checkpoint "$dir/ck" $waiter 900 || { cat "$dir/job.out"; exit 1; }
+  scancel --signal=USR1 --batch "$jobid" && echo "sent SIGUSR1 to the batch shell of job $jobid"
+  rc=0
+  wait $waiter || rc=$?
+  echo "--- job output"; cat "$dir/job.out"; echo "---"
+  [ $rc -eq 0 ] || { echo "FAIL: sbatch --wait exited $rc"; exit 1; }
+  grep -q "preempted by SIGUSR1" "$dir/job.out" || { echo "FAIL: no preemption line"; exit 1; }
+  grep -q "requeueing Slurm job" "$dir/job.out" || { echo "FAIL: the job was not requeued"; exit 1; }
+  got=$(field params_hash "$(json "$dir/job.out")")
+  [ "$got" = "$ref" ] || { echo "FAIL: after the requeue params_hash $got, want $ref"; exit 1; }
+  echo "ok: preempt: SIGUSR1 to the batch shell, checkpoint, requeue, resume: params_hash $ref"
   exit 0
 fi
 
