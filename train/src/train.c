@@ -748,10 +748,12 @@ static int check_slow_ranks(trainer *t, bool epoch_start) {
         if (t->ob.tb) dg_summary_add_scalar(t->ob.tb, tag, (float)all[2 * r], t->gstep);
         snprintf(tag, sizeof tag, "ranks/wait_ms/rank%d", r);
         if (t->ob.tb) dg_summary_add_scalar(t->ob.tb, tag, (float)all[2 * r + 1], t->gstep);
-        if (all[2 * r] > 1.5 * median && all[2 * r] - median > 0.05 && !t->slow_named[r]) {
+        double others = 0.0;
+        for (int k = 0; k < t->world; k++) others += k == r ? 0.0 : all[2 * k + 1];
+        double extra = all[2 * r] - median;   /* ms a step more than the median, which the others wait */
+        if (all[2 * r] > 1.5 * median && extra > 0.5 && others / (t->world - 1) - all[2 * r + 1] > 0.5 * extra &&
+            !t->slow_named[r]) {
             t->slow_named[r] = 1;
-            double others = 0.0;
-            for (int k = 0; k < t->world; k++) others += k == r ? 0.0 : all[2 * k + 1];
             fprintf(stderr, "%s: warning: rank %d is slow: busy %.2f ms per step against a median of "
                             "%.2f ms; it waits %.2f ms per step in the all-reduce, the others %.2f ms on average "
                             "(steps %lld-%lld)\n", t->p->prog, r, all[2 * r], median, all[2 * r + 1],

@@ -44,7 +44,8 @@
  * scaler does, and counts them ("skipped_steps" in --json, TensorBoard
  * train/skipped_steps). Slow ranks: every 100 steps the ranks share their
  * time busy (not waiting in the all-reduce); rank 0 warns, once an epoch,
- * about a rank busy 1.5 times the median, with its wait times, and logs
+ * about a rank busy 1.5 times the median and at least 0.5 ms a step more,
+ * which the others wait for, with its wait times, and logs
  * ranks/busy_ms and ranks/wait_ms per rank to TensorBoard.
  * For tests, DG_TEST_SLOW_RANK=R:MS makes rank R sleep MS ms each step.
  *
