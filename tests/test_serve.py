@@ -308,7 +308,10 @@ def run(build, mnist, tmp):
           "a full queue: 503 with Retry-After: 1 (codes %s)" % codes)
     codes = [None] * 3
     th = [threading.Thread(target=slow_req, args=(i,)) for i in range(3)]
-    [t.start() for t in th]
+    th[0].start()
+    time.sleep(0.1)    # the worker has taken the first one: the queue has room for two
+    th[1].start()
+    th[2].start()
     time.sleep(0.15)   # one running, two queued
     p.send_signal(signal.SIGTERM)
     [t.join() for t in th]
