@@ -8,6 +8,10 @@
  *   optim   optimizer updates                      cpu/backend_cpu.c   cuda/cuda_reduce.cu
  *   stream  pinned memory, events, graphs          (none: optional)    cuda/backend_cuda.cu
  *   cnn     convolution, pooling, dropout, BN      cpu/conv_cpu.c      cuda/cuda_conv.cu
+ *   seq     activations, layer norm, indexing,     cpu/seq_cpu.c       (none yet: optional)
+ *           where, LSTM / GRU recurrences
+ *   lowp    bfloat16 conversions and GEMM          cpu/gemm_bf16.c     (none yet: optional)
+ *           (autocast, amp.c)
  *
  * Adding an op: the op in the engine (ops*.c: shapes, checks, the autograd
  * record), then one slot here and one function per backend.
@@ -237,6 +241,92 @@ typedef struct {
                    int64_t c, int64_t hw, bool training, bool acc_dx, bool acc_dw, bool acc_db);
 } dg_backend_cnn;
 
+/* ---- seq: sequences and attention (ops_seq.c; optional family) ----------
+ * NULL slots (the whole family on CUDA for now): the op fails with
+ * "<op>: not implemented on <backend>". */
+typedef enum {
+    DG_ACT_TANH,
+    DG_ACT_SIGMOID,
+    DG_ACT_GELU,      /* exact: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) */
+} dg_act;
+
+/* One recurrent layer over a time-major padded batch: t steps, b samples,
+ * h hidden units; g = 4h gates for an LSTM (i, f, g, o), 3h for a GRU
+ * (r, z, n), PyTorch's order. */
+typedef struct dg_rnn_geom {
+    int64_t t, b, h, g;
+    bool gru;
+} dg_rnn_geom;
+
+/* The buffers of seq.rnn_fwd and seq.rnn_bwd (all contiguous, allocated by
+ * the engine; none aliases another). */
+typedef struct dg_rnn_bufs {
+    const float *xp;      /* [t, b, g] input projection x W_ih^T + b_ih */
+    const float *w_hh;    /* [g, h] */
+    const float *b_hh;    /* [g], or NULL (no bias) */
+    const float *h0;      /* [b, h] initial state */
+    const float *c0;      /* [b, h] (LSTM; NULL for a GRU) */
+    const int32_t *len;   /* [b] valid steps of each sample, in [1, t] */
+    float *y;             /* [t, b, h] output: the state, 0 at t >= len */
+    float *hn, *cn;       /* [b, h] the state at each sample's last valid step (cn: LSTM) */
+    /* saved for the backward, written by rnn_fwd: */
+    float *hs;            /* [t+1, b, h] h before step 0 (h0) and after each step
+                             (a padded step keeps the previous one) */
+    float *cs;            /* [t+1, b, h] the same for c (LSTM; NULL for a GRU) */
+    float *gates;         /* [t, b, g] the activated gates (i, f, g, o or r, z, n) */
+    float *hhn;           /* [t, b, h] GRU: h W_hn^T + b_hn (NULL for an LSTM) */
+} dg_rnn_bufs;
+
+/* Workspace of seq.rnn_bwd, in floats. */
+#define DG_RNN_BWD_WORK(geom) ((geom)->b * ((geom)->h * (3 + (geom)->t) + (geom)->g))
+
+typedef struct {
+    /* y[n] = act(x[n]); y == x allowed. */
+    void (*act_fwd)(dg_act act, float *y, const float *x, int64_t n);
+    /* gx[n] (+)= gy * act'(x), given x and y = act(x). */
+    void (*act_bwd)(dg_act act, float *gx, const float *gy, const float *x, const float *y,
+                    int64_t n, bool acc);
+    /* Layer norm of each row of x [rows, d]: y = (x - mean) * rstd * w + b,
+     * biased variance, rstd = 1/sqrt(var + eps); w, b [d] may be NULL (1
+     * and 0). Writes mean and rstd [rows] for the backward. */
+    void (*layer_norm_fwd)(float *y, float *mean, float *rstd, const float *x, const float *w,
+                           const float *b, int64_t rows, int64_t d, float eps);
+    /* Its gradients; dx, dw, db may be NULL; acc_*: add instead of write. */
+    void (*layer_norm_bwd)(float *dx, float *dw, float *db, const float *dy, const float *x,
+                           const float *mean, const float *rstd, const float *w, int64_t rows,
+                           int64_t d, bool acc_dx, bool acc_dw, bool acc_db);
+    /* Pick along the middle dim: x [outer, nx, inner] -> out [outer, ni, inner],
+     * out[o, i, j] = x[o, k, j] with k = idx[i] (index_select, embedding:
+     * idx [ni]) or, per_element, k = idx[(o * ni + i) * inner + j]
+     * (torch.gather: idx [outer, ni, inner]). The engine checked every k
+     * is in [0, nx). */
+    void (*index_fwd)(float *out, const float *x, const int32_t *idx, int64_t outer, int64_t nx,
+                      int64_t ni, int64_t inner, bool per_element);
+    /* Its gradient, always added: dx [outer, nx, inner] += dout scattered
+     * back; picks with k == skip add nothing (embedding's padding_idx; -1:
+     * none). */
+    void (*index_bwd)(float *dx, const float *dout, const int32_t *idx, int64_t outer,
+                      int64_t nx, int64_t ni, int64_t inner, bool per_element, int64_t skip);
+    /* m[n] = cond != 0 (0 or 1), cond a uint8 or int32 view (its own
+     * strides, 0 where broadcast) of n elements, row-major over its shape. */
+    void (*mask_from)(uint8_t *m, const dg_tensor *cond);
+    /* out[n] = m ? a : b; out may be a or b. */
+    void (*where)(float *out, const uint8_t *m, const float *a, const float *b, int64_t n);
+    /* ga[n] = m ? g : 0, gb[n] = m ? 0 : g; either may be NULL. */
+    void (*where_bwd)(float *ga, float *gb, const uint8_t *m, const float *g, int64_t n);
+    /* One LSTM or GRU layer over every step (see dg_rnn_bufs): per step one
+     * GEMM h W_hh^T for the whole batch, then the cell. A sample's padded
+     * steps (t >= len) leave its state as it was and output 0. */
+    void (*rnn_fwd)(const dg_rnn_geom *g, const dg_rnn_bufs *s);
+    /* Its backward from dy [t, b, h], dhn, dcn [b, h] (each may be NULL:
+     * zero): dxp [t, b, g] written (0 at padded steps); dw_hh [g, h] and
+     * db_hh [g] (NULL: not wanted) written or, acc_w / acc_b, added; dh0,
+     * dc0 [b, h] written (NULL: not wanted). work: DG_RNN_BWD_WORK floats. */
+    void (*rnn_bwd)(const dg_rnn_geom *g, const dg_rnn_bufs *s, const float *dy,
+                    const float *dhn, const float *dcn, float *dxp, float *dw_hh, bool acc_w,
+                    float *db_hh, bool acc_b, float *dh0, float *dc0, float *work);
+} dg_backend_seq;
+
 /* The hash behind cnn.dropout_mask on every backend: 24 uniform bits of
  * (seed, i) as a float in [0, 1). */
 #define DG_DROPOUT_MIX(seed, i, out)                                         \
@@ -247,6 +337,36 @@ typedef struct {
         dg_z_ ^= dg_z_ >> 31;                                                \
         (out) = (float)(dg_z_ >> 40) * (1.0f / 16777216.0f);                 \
     } while (0)
+
+/* ---- lowp: bfloat16 storage and products (amp.c; optional family) --------
+ * bf16 values are uint16_t bit patterns (the upper half of a float32).
+ * NULL slots (the whole family on CUDA for now): dg_autocast_begin and
+ * dg_astype fail with "...: bfloat16 is not implemented on <backend>". */
+
+/* Bytes of workspace gemm_bf16 needs for an m x n x k product: enough to
+ * pack both operands as bf16 pairs (AVX512_BF16 kernels) or to widen both
+ * to float32 (the portable kernel). */
+#define DG_GEMM_BF16_WORK(m, n, k)                                                  \
+    ((size_t)4 * ((size_t)(m) * (size_t)(k) + (size_t)(k) * (size_t)(n)) +        \
+     (size_t)2 * ((size_t)(m) + (size_t)(n) + 64) * ((size_t)(k) + 2) + 256)
+
+typedef struct {
+    /* dst[n] = src[n] rounded to bfloat16, to nearest even; NaN stays a
+     * (quiet) NaN with its sign, infinities and subnormals round like any
+     * other value (no flush to zero). No aliasing. */
+    void (*f32_to_bf16)(uint16_t *dst, const float *src, int64_t n);
+    /* dst[n] = src[n] widened to float32 (exact). No aliasing. */
+    void (*bf16_to_f32)(float *dst, const uint16_t *src, int64_t n);
+    /* Row-major C[m, n] = alpha * op(A) op(B) + beta * C in float32 with A
+     * and B bfloat16: the products are exact and summed in float32 (math.
+     * gemm's conventions for trans_*, lda, ldb, ldc, in elements; beta == 0
+     * does not read C). work: DG_GEMM_BF16_WORK(m, n, k) bytes of device
+     * memory, 64-byte aligned, allocated by the engine (contents are
+     * scratch). C never aliases A, B or work. */
+    void (*gemm_bf16)(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                      const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb, float beta,
+                      float *c, int64_t ldc, void *work);
+} dg_backend_lowp;
 
 typedef struct dg_backend {
     const char *name;
@@ -261,6 +381,8 @@ typedef struct dg_backend {
     dg_backend_optim optim;
     dg_backend_stream stream;   /* all NULL on a synchronous backend */
     dg_backend_cnn cnn;
+    dg_backend_seq seq;         /* optional family: all NULL on CUDA for now */
+    dg_backend_lowp lowp;       /* optional family: all NULL on CUDA for now */
 } dg_backend;
 
 extern const dg_backend dg_backend_cpu;    /* cpu/backend_cpu.c */

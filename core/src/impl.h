@@ -95,6 +95,9 @@ struct dg_ctx {
 
     struct dg_graph *capture;  /* the graph being captured, or NULL (graph.c) */
     uint64_t i32_writes;       /* int32 writes through the API (and graph replays) */
+    dg_dtype autocast;         /* DG_BF16 inside dg_autocast_begin/end, else DG_F32 (amp.c) */
+    void *amp_work;            /* lowp.gemm_bf16 workspace, grown by amp.c (persistent) */
+    size_t amp_work_bytes;
 };
 
 /* Helpers shared by ops.c, nn.c and optim.c */

@@ -1,6 +1,7 @@
 /* ops.c - differentiable ops: shape checks, autograd records and backward
  * rules. The arithmetic itself is in the device backend (backend_*.c). */
 #include "impl.h"
+#include "amp-impl.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -15,6 +16,11 @@ static bool check_float(const char *op, const dg_tensor *t) {
     if (t->dtype == DG_F32) return true;
     dg_set_error("%s: expected a float32 tensor, got %s", op, dg_dtype_name(t->dtype));
     return false;
+}
+
+/* check_float, but bfloat16 too inside autocast (dg_matmul, dg_linear). */
+static bool check_float_amp(const char *op, const dg_tensor *t) {
+    return (t->dtype == DG_BF16 && dg__autocast_bf16(t->ctx)) || check_float(op, t);
 }
 
 static bool check_same_ctx(const char *op, const dg_tensor *a, const dg_tensor *b) {
@@ -295,6 +301,7 @@ static void batched_gemm(const dg_backend *be, int nb, const int64_t *bshape,
                          const dg_tensor *c, float alpha, bool acc) {
     gemm_op oa, ob;
     DG_ASSERT(gemm_layout(a, &oa) && gemm_layout(b, &ob));
+    DG_ASSERT(a->dtype == b->dtype);
     int nda = a->ndim, ndc = c->ndim;
     int64_t m = c->shape[ndc - 2], n = c->shape[ndc - 1];
     int64_t k = ta ? a->shape[nda - 2] : a->shape[nda - 1];
@@ -307,9 +314,14 @@ static void batched_gemm(const dg_backend *be, int nb, const int64_t *bshape,
             offb += idx[d] * b->stride[d];
             offc += idx[d] * c->stride[d];
         }
-        be->math.gemm(oa.trans != ta, ob.trans != tb, m, n, k, alpha,
-                 (const float *)a->data + offa, oa.ld, (const float *)b->data + offb, ob.ld,
-                 acc ? 1.0f : 0.0f, (float *)c->data + offc, ldc);
+        if (a->dtype == DG_BF16)   /* autocast: both bfloat16 (amp.c) */
+            dg__gemm_bf16(c->ctx, oa.trans != ta, ob.trans != tb, m, n, k, alpha,
+                          (const uint16_t *)a->data + offa, oa.ld, (const uint16_t *)b->data + offb,
+                          ob.ld, acc ? 1.0f : 0.0f, (float *)c->data + offc, ldc);
+        else
+            be->math.gemm(oa.trans != ta, ob.trans != tb, m, n, k, alpha,
+                     (const float *)a->data + offa, oa.ld, (const float *)b->data + offb, ob.ld,
+                     acc ? 1.0f : 0.0f, (float *)c->data + offc, ldc);
         for (int d = nb - 1; d >= 0; d--) {
             if (++idx[d] < bshape[d]) break;
             idx[d] = 0;
@@ -344,11 +356,14 @@ static void matmul_backward(dg_node *n) {
     bool a1 = n->i[1], b1 = n->i[2];
     int64_t bshape[DG_MAX_DIMS];
     for (int d = 0; d < nb; d++) bshape[d] = n->i[3 + d];
-    dg_tensor A = as_batched(a, a1, false, nb, bshape);
-    dg_tensor B = as_batched(b, false, b1, nb, bshape);
+    /* autocast: saved holds the bfloat16 operands; the gradient is rounded too */
+    bool amp = n->saved[0] != NULL;
+    dg_tensor A = as_batched(amp ? n->saved[0] : a, a1, false, nb, bshape);
+    dg_tensor B = as_batched(amp ? n->saved[1] : b, false, b1, nb, bshape);
     int64_t m = A.shape[nb], k = A.shape[nb + 1], nn = B.shape[nb + 1];
+    DG_ASSERT(dg_is_contiguous(go));
     /* the output gradient, viewed [batch..., m, n] (contiguous) */
-    dg_tensor G = *go;
+    dg_tensor G = amp ? *dg__to_bf16("dg_matmul", go) : *go;
     G.ndim = nb + 2;
     memcpy(G.shape, bshape, sizeof(int64_t) * (size_t)nb);
     G.shape[nb] = m;
@@ -395,7 +410,8 @@ static void matmul_backward(dg_node *n) {
 dg_tensor *dg_matmul(dg_tensor *a, dg_tensor *b) {
     if (!a || !b) return NULL;
     const char *name = "dg_matmul";
-    if (!check_same_ctx(name, a, b) || !check_float(name, a) || !check_float(name, b)) return NULL;
+    if (!check_same_ctx(name, a, b) || !check_float_amp(name, a) || !check_float_amp(name, b))
+        return NULL;
     char b1[96], b2[96];
     if (a->ndim == 0 || b->ndim == 0) {
         dg_set_error("%s: both arguments need at least 1 dim, got %s and %s", name, shp(a, b1), shp(b, b2));
@@ -424,7 +440,11 @@ dg_tensor *dg_matmul(dg_tensor *a, dg_tensor *b) {
     gemm_op tmp;
     if (a->ndim >= 2 && !gemm_layout(a, &tmp)) a = dg_contiguous(a);
     if (b->ndim >= 2 && !gemm_layout(b, &tmp)) b = dg_contiguous(b);
-    dg_tensor A = as_batched(a, a1, false, nb, bshape), B = as_batched(b, false, bv, nb, bshape);
+    /* autocast: multiply bfloat16 copies (a, b stay the autograd inputs) */
+    bool amp = dg__autocast_bf16(a->ctx);
+    dg_tensor *a16 = amp ? dg__to_bf16(name, a) : a, *b16 = amp ? dg__to_bf16(name, b) : b;
+    if (!a16 || !b16) return NULL;
+    dg_tensor A = as_batched(a16, a1, false, nb, bshape), B = as_batched(b16, false, bv, nb, bshape);
     int64_t m = A.shape[nb], n = B.shape[nb + 1];
     int64_t full[DG_MAX_DIMS];
     memcpy(full, bshape, sizeof(int64_t) * (size_t)nb);
@@ -448,6 +468,10 @@ dg_tensor *dg_matmul(dg_tensor *a, dg_tensor *b) {
         nd->i[1] = a1;
         nd->i[2] = bv;
         for (int d = 0; d < nb; d++) nd->i[3 + d] = bshape[d];
+        if (amp) {
+            nd->saved[0] = a16;
+            nd->saved[1] = b16;
+        }
     }
     return out;
 }
@@ -473,7 +497,8 @@ static void linear_backward(dg_node *n) {
 dg_tensor *dg_linear(dg_tensor *x, dg_tensor *weight, dg_tensor *bias) {
     if (!x || !weight) return NULL;
     const char *name = "dg_linear";
-    if (!check_same_ctx(name, x, weight) || !check_float(name, x) || !check_float(name, weight))
+    if (!check_same_ctx(name, x, weight) || !check_float_amp(name, x) ||
+        !check_float_amp(name, weight))
         return NULL;
     char b1[96], b2[96], b3[96];
     if (weight->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != weight->shape[1]) {
@@ -488,6 +513,7 @@ dg_tensor *dg_linear(dg_tensor *x, dg_tensor *weight, dg_tensor *bias) {
     x = dg_contiguous(x);
     weight = dg_contiguous(weight);
     if (bias) bias = dg_contiguous(bias);
+    if (dg__autocast_bf16(x->ctx)) return dg__linear_bf16(x, weight, bias);   /* amp.c */
     int64_t in_f = weight->shape[1], out_f = weight->shape[0], rows = dg_numel(x) / in_f;
     int64_t shape[DG_MAX_DIMS];
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);

@@ -7,6 +7,7 @@
  *   col [C*KH*KW, n*P] (P = OH*OW), out^T [OC, n*P] = W [OC, C*KH*KW] col,
  * then out^T is transposed to [n, OC, P]. */
 #include "impl.h"
+#include "amp-impl.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -21,7 +22,7 @@ static bool check_in(const char *op, const dg_tensor *x, const dg_tensor *t, con
         dg_set_error("%s: %s belongs to a different context than the input", op, what);
         return false;
     }
-    if (t->dtype != DG_F32) {
+    if (t->dtype != DG_F32 && !(t->dtype == DG_BF16 && dg__autocast_bf16(x->ctx))) {
         dg_set_error("%s: expected a float32 %s, got %s", op, what, dg_dtype_name(t->dtype));
         return false;
     }
@@ -44,6 +45,24 @@ static void swap01(dg_ctx *ctx, float *dst, const float *src, int64_t a, int64_t
 }
 
 /* ---- conv2d ------------------------------------------------------------------- */
+
+/* math.gemm with alpha 1, or under autocast (amp) the bfloat16 GEMM: a and
+ * b then point to bfloat16 values; aoff and boff count elements. */
+static void conv_mm(dg_ctx *ctx, bool amp, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                    const void *a, int64_t aoff, int64_t lda, const void *b, int64_t boff,
+                    int64_t ldb, float beta, float *c, int64_t ldc) {
+    if (amp)
+        dg__gemm_bf16(ctx, ta, tb, m, n, k, 1.0f, (const uint16_t *)a + aoff, lda,
+                      (const uint16_t *)b + boff, ldb, beta, c, ldc);
+    else
+        ctx->be->math.gemm(ta, tb, m, n, k, 1.0f, (const float *)a + aoff, lda,
+                           (const float *)b + boff, ldb, beta, c, ldc);
+}
+
+/* A bfloat16 arena buffer of n values (autocast's copies of col, gout). */
+static uint16_t *hbuf(dg_ctx *ctx, int64_t n) {
+    return dg_arena_alloc(&ctx->data, (size_t)(n > 0 ? n : 1) * sizeof(uint16_t));
+}
 
 static dg_conv_geom conv_geom(const dg_tensor *x, const dg_tensor *w, const int64_t *p) {
     dg_conv_geom g = { .n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
@@ -83,6 +102,10 @@ static void conv2d_backward(dg_node *n) {
     int64_t nc = conv_chunk(ctx, &g, K);
     float *col = fbuf(ctx, K * nc * P), *goT = fbuf(ctx, OC * nc * P);
     float *dcol = gx ? fbuf(ctx, K * nc * P) : NULL;
+    /* autocast (i[7]): the products take bfloat16 copies; saved[0] = W's */
+    const bool amp = n->i[7] != 0;
+    uint16_t *col16 = amp && gw ? hbuf(ctx, K * nc * P) : NULL, *gT16 = amp ? hbuf(ctx, OC * nc * P) : NULL;
+    const void *wsrc = amp ? n->saved[0]->data : w->data;
     for (int64_t n0 = 0; n0 < g.n; n0 += nc) {
         dg_conv_geom gc = g;
         gc.n = n0 + nc <= g.n ? nc : g.n - n0;
@@ -95,17 +118,26 @@ static void conv2d_backward(dg_node *n) {
             gT = goT;
         }
         bool first = n0 == 0;
+        const void *gsrc = gT, *csrc = col;
+        if (amp && (gw || gx)) {
+            be->lowp.f32_to_bf16(gT16, gT, OC * NP);
+            gsrc = gT16;
+        }
         if (gw) {
             be->cnn.im2col(col, xc, &gc);
+            if (amp) {
+                be->lowp.f32_to_bf16(col16, col, K * NP);
+                csrc = col16;
+            }
             for (int64_t k = 0; k < G; k++)
-                be->math.gemm(false, true, OCg, Kg, NP, 1.0f, gT + k * OCg * NP, NP, col + k * Kg * NP, NP,
-                         (aw || !first) ? 1.0f : 0.0f, (float *)gw->data + k * OCg * Kg, Kg);
+                conv_mm(ctx, amp, false, true, OCg, Kg, NP, gsrc, k * OCg * NP, NP, csrc, k * Kg * NP, NP,
+                        (aw || !first) ? 1.0f : 0.0f, (float *)gw->data + k * OCg * Kg, Kg);
         }
         if (gb) be->math.reduce_sum(gb->data, gT, OC, NP, 1, 1.0f, ab || !first);
         if (gx) {
             for (int64_t k = 0; k < G; k++)
-                be->math.gemm(true, false, Kg, NP, OCg, 1.0f, (const float *)w->data + k * OCg * Kg, Kg,
-                         gT + k * OCg * NP, NP, 0.0f, dcol + k * Kg * NP, NP);
+                conv_mm(ctx, amp, true, false, Kg, NP, OCg, wsrc, k * OCg * Kg, Kg, gsrc, k * OCg * NP, NP,
+                        0.0f, dcol + k * Kg * NP, NP);
             be->cnn.col2im((float *)gx->data + n0 * g.c * g.h * g.w, dcol, &gc, ax);
         }
     }
@@ -154,11 +186,19 @@ dg_tensor *dg_conv2d(dg_tensor *x, dg_tensor *w, dg_tensor *b, const int64_t *st
                      (long long)w->shape[0]);
         return NULL;
     }
+    /* autocast: bfloat16 operands are widened (exactly) for im2col */
+    if (x->dtype == DG_BF16) x = dg_astype(x, DG_F32);
+    if (w->dtype == DG_BF16) w = dg_astype(w, DG_F32);
+    if (b && b->dtype == DG_BF16) b = dg_astype(b, DG_F32);
+    if (!x || !w || (b && b->dtype != DG_F32)) return NULL;
     x = dg_contiguous(x);
     w = dg_contiguous(w);
     if (b) b = dg_contiguous(b);
     dg_ctx *ctx = x->ctx;
     const dg_backend *be = ctx->be;
+    const bool amp = dg__autocast_bf16(ctx);
+    dg_tensor *w16 = amp ? dg__to_bf16(name, w) : NULL;
+    if (amp && !w16) return NULL;
     dg_conv_geom g = conv_geom(x, w, p);
     int64_t OC = w->shape[0], OCg = OC / groups, P = g.oh * g.ow;
     int64_t Kg = w->shape[1] * g.kh * g.kw, K = Kg * groups;
@@ -170,12 +210,15 @@ dg_tensor *dg_conv2d(dg_tensor *x, dg_tensor *w, dg_tensor *b, const int64_t *st
      * a transpose */
     const bool per_image = ctx->device == DG_CPU;
     float *col = fbuf(ctx, K * nc * P);
+    uint16_t *col16 = amp ? hbuf(ctx, K * nc * P) : NULL;
+    const void *wsrc = amp ? w16->data : w->data, *csrc = amp ? (const void *)col16 : col;
     float *outT = nc > 1 && !per_image ? fbuf(ctx, OC * nc * P) : NULL;
     for (int64_t n0 = 0; n0 < g.n; n0 += nc) {
         dg_conv_geom gc = g;
         gc.n = n0 + nc <= g.n ? nc : g.n - n0;
         int64_t NP = gc.n * P;
         be->cnn.im2col(col, (const float *)x->data + n0 * g.c * g.h * g.w, &gc);
+        if (amp) be->lowp.f32_to_bf16(col16, col, K * NP);
         const bool transpose = gc.n > 1 && !per_image;
         /* blocks: per image [OC, P] of out, or the chunk's [OC, NP] of outT */
         const int64_t nb = transpose ? 1 : gc.n, cols = transpose ? NP : P;
@@ -191,8 +234,8 @@ dg_tensor *dg_conv2d(dg_tensor *x, dg_tensor *w, dg_tensor *b, const int64_t *st
                 be->math.binary(DG_BIN_COPY, &o, &eb, &eb, 1.0f, false);
             }
             for (int64_t k = 0; k < groups; k++)
-                be->math.gemm(false, false, OCg, cols, Kg, 1.0f, (const float *)w->data + k * OCg * Kg, Kg,
-                         col + k * Kg * NP + i * P, NP, b ? 1.0f : 0.0f, dst + k * OCg * cols, cols);
+                conv_mm(ctx, amp, false, false, OCg, cols, Kg, wsrc, k * OCg * Kg, Kg, csrc,
+                        k * Kg * NP + i * P, NP, b ? 1.0f : 0.0f, dst + k * OCg * cols, cols);
         }
         if (transpose) swap01(ctx, (float *)out->data + n0 * OC * P, outT, gc.n, OC, P);
     }
@@ -200,6 +243,8 @@ dg_tensor *dg_conv2d(dg_tensor *x, dg_tensor *w, dg_tensor *b, const int64_t *st
     if (dg__needs_grad(ctx, 3, in)) {
         dg_node *n = dg__record(ctx, name, conv2d_backward, out, b ? 3 : 2, in);
         memcpy(n->i, p, sizeof p);
+        n->i[7] = amp;
+        n->saved[0] = w16;
     }
     return out;
 }

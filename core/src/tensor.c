@@ -582,6 +582,7 @@ float dg_item_at(const dg_tensor *t, int64_t i) {
     case DG_I32: { int32_t v; memcpy(&v, buf, 4); return (float)v; }
     case DG_I64: { int64_t v; memcpy(&v, buf, 8); return (float)v; }
     case DG_U8: return (float)buf[0];
+    case DG_BF16: { uint32_t v = (uint32_t)(buf[0] | buf[1] << 8) << 16; float f; memcpy(&f, &v, 4); return f; }
     default: DG_ASSERT(!"dg_item_at: dtype not supported"); return 0;
     }
 }

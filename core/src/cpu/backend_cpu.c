@@ -2,7 +2,9 @@
  * loops (written for auto-vectorization) for the rest. */
 #include "impl.h"
 #include "gemm_cpu.h"
+#include "gemm_bf16.h"
 #include "conv_cpu.h"
+#include "seq_cpu.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -391,5 +393,23 @@ const dg_backend dg_backend_cpu = {
         .bn_pool_fwd = dg__cpu_bn_pool_fwd,
         .bn_pool_bwd = dg__cpu_bn_pool_bwd,
         .bn_bwd = dg__cpu_bn_bwd,
+    },
+    .seq = {
+        .act_fwd = dg__cpu_act_fwd,
+        .act_bwd = dg__cpu_act_bwd,
+        .layer_norm_fwd = dg__cpu_layer_norm_fwd,
+        .layer_norm_bwd = dg__cpu_layer_norm_bwd,
+        .index_fwd = dg__cpu_index_fwd,
+        .index_bwd = dg__cpu_index_bwd,
+        .mask_from = dg__cpu_mask_from,
+        .where = dg__cpu_where,
+        .where_bwd = dg__cpu_where_bwd,
+        .rnn_fwd = dg__cpu_rnn_fwd,
+        .rnn_bwd = dg__cpu_rnn_bwd,
+    },
+    .lowp = {
+        .f32_to_bf16 = dg__cpu_f32_to_bf16,
+        .bf16_to_f32 = dg__cpu_bf16_to_f32,
+        .gemm_bf16 = dg__cpu_gemm_bf16,
     },
 };

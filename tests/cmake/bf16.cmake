@@ -1,0 +1,22 @@
+# bfloat16 tensors and CPU autocast (dgrad/amp.h, core/src/amp.c,
+# core/src/cpu/gemm_bf16.c). Included from tests/CMakeLists.txt.
+#  - bf16: test_bf16: conversions against PyTorch 1.13 bit for bit
+#    (fixtures/bf16.txt from fixtures/make_bf16_fixtures.py), the bf16 GEMM
+#    (AVX512_BF16 when the CPU has it, and the portable kernel) against
+#    double-precision products, linear / matmul / conv2d forward and backward
+#    under autocast against torch.autocast("cpu", dtype=torch.bfloat16),
+#    bad input, and a short training run whose loss falls;
+#  - bf16_portable: the same with DG_BF16_GEMM=portable, so the engine's
+#    products (autocast ops, training) run through the portable kernel.
+# bf16_bench (bench/bf16_bench.c) is built here but is not a test.
+dg_add_test(test_bf16 test_bf16.c)
+target_include_directories(test_bf16 PRIVATE ${PROJECT_SOURCE_DIR}/core/src ${PROJECT_SOURCE_DIR}/core/src/cpu)
+set_tests_properties(test_bf16 PROPERTIES TIMEOUT 300)
+add_test(NAME test_bf16_portable COMMAND test_bf16)
+set_tests_properties(test_bf16_portable PROPERTIES TIMEOUT 300 ENVIRONMENT
+  "DG_FIXTURES=${CMAKE_CURRENT_SOURCE_DIR}/fixtures;DG_BF16_GEMM=portable")
+if(EXISTS ${PROJECT_SOURCE_DIR}/bench/bf16_bench.c)
+  add_executable(bf16_bench ${PROJECT_SOURCE_DIR}/bench/bf16_bench.c)
+  target_link_libraries(bf16_bench PRIVATE dgrad m)
+  target_include_directories(bf16_bench PRIVATE ${PROJECT_SOURCE_DIR}/core/src ${PROJECT_SOURCE_DIR}/core/src/cpu)
+endif()
