@@ -4,7 +4,10 @@
 # enforced, so mutations reach the parser) into build-fuzz, then run each
 # for SECONDS with a seed corpus: small valid checkpoints (ckpt_writer tiny
 # and tiny-bn, the latter with buffers)
-# and small IDX files cut from real MNIST (plain and gzip).
+# and small IDX files cut from real MNIST (plain and gzip); fuzz_request
+# (dgserve's JSON request parser, serve/request.c; built when dgserve is,
+# i.e. with libmicrohttpd and jansson) from tests/fuzz/request/ (valid and
+# invalid KServe v2 and TF Serving bodies).
 # usage: scripts/fuzz.sh [SECONDS]   (default 30 per target; DG_FUZZ_SECONDS too)
 # Environment: DG_MNIST_DIR (else ../shared/data/mnist or data/mnist),
 # DG_FUZZ_BUILD (default build-fuzz). Exit status non-zero if a target
@@ -22,10 +25,19 @@ cmake -S "$root" -B "$B" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebI
       "-DCMAKE_C_FLAGS=$flags" > "$B/configure.log" 2>&1 || { cat "$B/configure.log" >&2; exit 1; }
 cmake --build "$B" -j"${DG_JOBS:-2}" --target fuzz_checkpoint fuzz_idx ckpt_writer > "$B/build.log" 2>&1 \
   || { tail -40 "$B/build.log" >&2; exit 1; }
+targets="checkpoint idx"
+if cmake --build "$B" --target help 2>/dev/null | grep -q fuzz_request; then
+  cmake --build "$B" -j"${DG_JOBS:-2}" --target fuzz_request >> "$B/build.log" 2>&1 || { tail -40 "$B/build.log" >&2; exit 1; }
+  targets="$targets request"
+else
+  echo "fuzz.sh: fuzz_request left out (dgserve is not built: libmicrohttpd or jansson missing)" >&2
+fi
 
 seeds=$B/fuzz-seeds
 rm -rf "$seeds"
-mkdir -p "$seeds/checkpoint" "$seeds/idx" "$B/fuzz-corpus/checkpoint" "$B/fuzz-corpus/idx" "$B/fuzz-artifacts"
+mkdir -p "$seeds/checkpoint" "$seeds/idx" "$B/fuzz-corpus/checkpoint" "$B/fuzz-corpus/idx" "$B/fuzz-corpus/request" \
+         "$B/fuzz-artifacts"
+cp -r "$root/tests/fuzz/request" "$seeds/request"
 ASAN_OPTIONS=detect_leaks=0 "$B/tests/ckpt_writer" tiny "$seeds/ckpt-tmp" >/dev/null
 cp "$seeds"/ckpt-tmp/ckpt-*.dgck "$seeds/checkpoint/tiny.dgck"
 rm -rf "$seeds/ckpt-tmp"
@@ -53,7 +65,7 @@ else
 fi
 
 rc=0
-for t in checkpoint idx; do
+for t in $targets; do
   echo "fuzz.sh: fuzz_$t for ${secs}s"
   ASAN_OPTIONS=detect_leaks=1 "$B/tests/fuzz_$t" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \
       -print_final_stats=1 -artifact_prefix="$B/fuzz-artifacts/$t-" \

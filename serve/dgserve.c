@@ -20,6 +20,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "dgrad/onnx.h"
+#include "request.h"
 #include "server.h"
 
 #include <arpa/inet.h>
@@ -104,144 +105,12 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int code, json_t *j) 
     return send_text(c, code, text, "application/json", NULL);
 }
 
-typedef struct {
-    int code;
-    char msg[512];
-    const char *retry_after;
-} http_error;
-
-static int fail(http_error *e, int code, const char *fmt, ...) DG_PRINTF(3, 4);
-static int fail(http_error *e, int code, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-    va_end(ap);
-    for (char *p = e->msg; *p; p++)   /* URLs may hold any bytes: keep the JSON valid */
-        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f) *p = '?';
-    e->code = code;
-    return code;
-}
-
 static enum MHD_Result send_error(struct MHD_Connection *c, const http_error *e) {
     json_t *j = json_pack("{s:s}", "error", e->msg);
     char *text = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     if (!text) return MHD_NO;
     return send_text(c, e->code, text, "application/json", e->retry_after);
-}
-
-/* ---- request bodies ------------------------------------------------------------------ */
-
-/* Appends the numbers of j (a number or nested arrays of them) to x (at
- * most cap); counts all of them in *n. false (message naming path) on a
- * value that is not a number. */
-static bool flatten(json_t *j, float *x, int64_t cap, int64_t *n, char *path, size_t plen, http_error *e,
-                    int depth) {
-    if (json_is_number(j)) {
-        if (*n < cap) x[*n] = (float)json_number_value(j);
-        (*n)++;
-        return true;
-    }
-    if (!json_is_array(j) || depth > 8) {
-        fail(e, 400, "%s: not a number or an array of numbers", path);
-        return false;
-    }
-    size_t base = strlen(path);
-    for (size_t i = 0; i < json_array_size(j); i++) {
-        snprintf(path + base, plen - base, "[%zu]", i);
-        if (!flatten(json_array_get(j, i), x, cap, n, path, plen, e, depth + 1)) return false;
-    }
-    path[base] = '\0';
-    return true;
-}
-
-static const char *shape_text(const int64_t *shape, int ndim, bool batch, char *buf, size_t n) {
-    size_t k = (size_t)snprintf(buf, n, "[%s", batch ? "-1" : "");
-    for (int i = 0; i < ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, "%s%lld", (batch || i) ? ", " : "", (long long)shape[i]);
-    if (k < n) snprintf(buf + k, n - k, "]");
-    return buf;
-}
-
-/* Parses a KServe v2 infer body against model m into *x (malloc'd) and *n. */
-static int parse_v2(const app *a, json_t *root, const dg_infer_model *m, float **x, int64_t *n, http_error *e) {
-    int64_t ms[DG_MAX_DIMS];
-    int mnd = dg_infer_model_input_shape(m, ms);
-    int64_t size = dg_infer_model_input_size(m);
-    json_t *inputs = json_object_get(root, "inputs");
-    if (!inputs) return fail(e, 400, "inputs: missing (an array with one tensor)");
-    if (!json_is_array(inputs) || json_array_size(inputs) != 1)
-        return fail(e, 400, "inputs: must be an array of one tensor (the model has one input)");
-    json_t *t = json_array_get(inputs, 0);
-    if (!json_is_object(t)) return fail(e, 400, "inputs[0]: must be an object");
-    json_t *name = json_object_get(t, "name");
-    if (name && !json_is_string(name)) return fail(e, 400, "inputs[0].name: must be a string");
-    json_t *dt = json_object_get(t, "datatype");
-    if (!json_is_string(dt)) return fail(e, 400, "inputs[0].datatype: missing or not a string (\"FP32\")");
-    if (strcmp(json_string_value(dt), "FP32"))
-        return fail(e, 400, "inputs[0].datatype: must be \"FP32\", got \"%s\"", json_string_value(dt));
-    json_t *shape = json_object_get(t, "shape");
-    if (!json_is_array(shape) || json_array_size(shape) < 1)
-        return fail(e, 400, "inputs[0].shape: missing or not an array of integers");
-    size_t nd = json_array_size(shape);
-    int64_t sh[DG_MAX_DIMS + 1];
-    char b1[160], b2[160];
-    for (size_t i = 0; i < nd && i <= DG_MAX_DIMS; i++) {
-        json_t *d = json_array_get(shape, i);
-        if (!json_is_integer(d) || json_integer_value(d) < 1)
-            return fail(e, 400, "inputs[0].shape[%zu]: must be a positive integer", i);
-        sh[i] = json_integer_value(d);
-    }
-    bool fits = nd == (size_t)mnd + 1;
-    for (int i = 0; fits && i < mnd; i++) fits = sh[i + 1] == ms[i];
-    size_t k = (size_t)snprintf(b1, sizeof b1, "[");
-    for (size_t i = 0; i < nd && i <= DG_MAX_DIMS && k < sizeof b1; i++)
-        k += (size_t)snprintf(b1 + k, sizeof b1 - k, "%s%lld", i ? ", " : "", (long long)sh[i]);
-    if (k < sizeof b1) snprintf(b1 + k, sizeof b1 - k, "%s]", nd > DG_MAX_DIMS + 1 ? ", ..." : "");
-    if (!fits) {
-        return fail(e, 400, "inputs[0].shape: %s does not fit the model's input %s (batch first)", b1,
-                    shape_text(ms, mnd, true, b2, sizeof b2));
-    }
-    *n = sh[0];
-    if (*n > a->o.max_request_batch)
-        return fail(e, 400, "inputs[0].shape[0]: batch %lld exceeds this server's limit of %lld", (long long)*n,
-                    (long long)a->o.max_request_batch);
-    json_t *data = json_object_get(t, "data");
-    if (!json_is_array(data)) return fail(e, 400, "inputs[0].data: missing or not an array");
-    int64_t want = *n * size, got = 0;
-    *x = malloc((size_t)want * sizeof **x);
-    if (!*x) return fail(e, 500, "out of memory for %lld floats", (long long)want);
-    char path[256] = "inputs[0].data";
-    if (!flatten(data, *x, want, &got, path, sizeof path, e, 0)) return e->code;
-    if (got != want)
-        return fail(e, 400, "inputs[0].data: has %lld values, shape %s needs %lld", (long long)got, b1,
-                    (long long)want);
-    return 0;
-}
-
-/* TF Serving: {"instances": [sample, ...]}, each sample the model's input shape. */
-static int parse_v1(const app *a, json_t *root, const dg_infer_model *m, float **x, int64_t *n, http_error *e) {
-    int64_t size = dg_infer_model_input_size(m);
-    json_t *inst = json_object_get(root, "instances");
-    if (!inst) return fail(e, 400, "instances: missing (a list of inputs, one per sample)");
-    if (!json_is_array(inst) || json_array_size(inst) < 1) return fail(e, 400, "instances: must be a non-empty array");
-    *n = (int64_t)json_array_size(inst);
-    if (*n > a->o.max_request_batch)
-        return fail(e, 400, "instances: %lld instances exceed this server's limit of %lld", (long long)*n,
-                    (long long)a->o.max_request_batch);
-    *x = malloc((size_t)(*n * size) * sizeof **x);
-    if (!*x) return fail(e, 500, "out of memory");
-    for (int64_t i = 0; i < *n; i++) {
-        char path[256];
-        snprintf(path, sizeof path, "instances[%lld]", (long long)i);
-        int64_t got = 0;
-        if (!flatten(json_array_get(inst, (size_t)i), *x + i * size, size, &got, path, sizeof path, e, 0))
-            return e->code;
-        if (got != size)
-            return fail(e, 400, "instances[%lld]: has %lld values, the model takes %lld per instance", (long long)i,
-                        (long long)got, (long long)size);
-    }
-    return 0;
 }
 
 /* ---- endpoints ------------------------------------------------------------------------ */
@@ -267,34 +136,30 @@ static enum MHD_Result model_metadata(app *a, struct MHD_Connection *c) {
 
 /* Runs an inference body (v2 or v1); the response or an error. */
 static int infer(app *a, const conn_state *cs, bool v2, json_t **out, http_error *e) {
-    if (cs->too_big) return fail(e, 413, "body: larger than %zu bytes", a->o.max_body);
-    json_error_t je;
-    json_t *root = json_loadb(cs->body ? cs->body : "", cs->len, 0, &je);
-    if (!root) return fail(e, 400, "body: not valid JSON (line %d, column %d: %s)", je.line, je.column, je.text);
-    if (!json_is_object(root)) {
-        json_decref(root);
-        return fail(e, 400, "body: must be a JSON object");
-    }
+    if (cs->too_big) return dgs_fail(e, 413, "body: larger than %zu bytes", a->o.max_body);
     dgs_model *sm = dgs_model_acquire(a->s);
     float *x = NULL, *y = NULL;
     int64_t n = 0;
-    int code = v2 ? parse_v2(a, root, sm->m, &x, &n, e) : parse_v1(a, root, sm->m, &x, &n, e);
+    int64_t ms[DG_MAX_DIMS];
+    int mnd = dg_infer_model_input_shape(sm->m, ms);
+    json_t *root = NULL;
+    int code = dgs_parse_request(cs->body, cs->len, v2, ms, mnd, a->o.max_request_batch, &root, &x, &n, e);
     int64_t osz = dg_infer_model_output_size(sm->m);
     if (!code) {
         y = malloc((size_t)(n * osz) * sizeof *y);
-        if (!y) code = fail(e, 500, "out of memory");
+        if (!y) code = dgs_fail(e, 500, "out of memory");
     }
     dgs_request req = { .model = sm, .x = x, .n = n, .y = y };
     if (!code) {
         dgs_submit_result r = dgs_submit(a->s, &req);
         if (r == DGS_FULL) {
-            code = fail(e, 503, "server busy: the request queue is full; retry later");
+            code = dgs_fail(e, 503, "server busy: the request queue is full; retry later");
             e->retry_after = "1";
         } else if (r == DGS_DRAINING) {
-            code = fail(e, 503, "server shutting down");
+            code = dgs_fail(e, 503, "server shutting down");
         } else {
             dgs_wait(a->s, &req);
-            if (req.status) code = fail(e, 500, "inference failed: %s", req.err);
+            if (req.status) code = dgs_fail(e, 500, "inference failed: %s", req.err);
         }
     }
     if (!code) {
@@ -416,7 +281,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             if (post) code = infer(a, cs, true, &j, &e) ? e.code : 200;
             else allow = "POST";
         } else {
-            code = fail(&e, 404, "no endpoint %s", url);
+            code = dgs_fail(&e, 404, "no endpoint %s", url);
         }
     } else if (!unknown_model && (rest = model_path(a, url, "/v1/models/", &unknown_v1))) {
         if (!*rest) {
@@ -434,20 +299,20 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             if (post) code = infer(a, cs, false, &j, &e) ? e.code : 200;
             else allow = "POST";
         } else {
-            code = fail(&e, 404, "no endpoint %s", url);
+            code = dgs_fail(&e, 404, "no endpoint %s", url);
         }
     } else if (!strcmp(url, "/metrics")) {
         endpoint = "metrics";
         if (get) metrics = dgs_metrics_text(a->s);
         else allow = "GET";
     } else {
-        code = fail(&e, 404, "no endpoint %s", url);
+        code = dgs_fail(&e, 404, "no endpoint %s", url);
     }
     if (unknown_model || unknown_v1) {
         e.code = 0;
-        code = fail(&e, 404, "model: %s names no model served here (this server serves '%s')", url, a->o.name);
+        code = dgs_fail(&e, 404, "model: %s names no model served here (this server serves '%s')", url, a->o.name);
     }
-    if (allow && !e.code) code = fail(&e, 405, "method: %s %s is not supported (use %s)", method, url, allow);
+    if (allow && !e.code) code = dgs_fail(&e, 405, "method: %s %s is not supported (use %s)", method, url, allow);
     dgs_count_response(a->s, endpoint, e.code ? e.code : code, dgs_now() - cs->t0);
     if (e.code) {
         json_decref(j);
@@ -608,7 +473,7 @@ int main(int argc, char **argv) {
         int ind = dg_infer_model_input_shape(sm->m, is), ond = dg_infer_model_output_shape(sm->m, os);
         printf("dgserve: serving '%s' (input %s, output %s, %d ops) on http://%s:%d with %d workers, "
                "max batch %lld, max delay %g ms, queue %d\n",
-               a.o.name, shape_text(is, ind, true, b1, sizeof b1), shape_text(os, ond, true, b2, sizeof b2),
+               a.o.name, dgs_shape_text(is, ind, true, b1, sizeof b1), dgs_shape_text(os, ond, true, b2, sizeof b2),
                dg_infer_model_num_ops(sm->m), a.o.host, port, cfg.workers, (long long)cfg.max_batch,
                cfg.max_delay_s * 1000, cfg.queue_cap);
         fflush(stdout);
