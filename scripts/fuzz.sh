@@ -26,7 +26,7 @@ cmake -S "$root" -B "$B" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebI
 cmake --build "$B" -j"${DG_JOBS:-2}" --target fuzz_checkpoint fuzz_idx ckpt_writer > "$B/build.log" 2>&1 \
   || { tail -40 "$B/build.log" >&2; exit 1; }
 targets="checkpoint idx"
-if cmake --build "$B" --target help 2>/dev/null | grep -q fuzz_request; then
+if cmake --build "$B" --target help 2>/dev/null | grep fuzz_request >/dev/null; then
   cmake --build "$B" -j"${DG_JOBS:-2}" --target fuzz_request >> "$B/build.log" 2>&1 || { tail -40 "$B/build.log" >&2; exit 1; }
   targets="$targets request"
 else
