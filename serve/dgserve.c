@@ -3,7 +3,7 @@
  *   dgserve --model PATH.onnx [--name NAME] [--host 127.0.0.1] [--port 8080]
  *           [--workers 2] [--max-batch 32] [--max-delay-ms 2] [--queue 128]
  *           [--max-request-batch 1024] [--max-body-mb 64] [--drain-timeout-s 30]
- *           [--blas-threads 1]
+ *           [--blas-threads 1] [--access-log FILE|-]
  *
  * Endpoints (JSON in and out; errors are {"error": "<field>: <what>"}):
  *   GET  /v2/health/live, /v2/health/ready     KServe v2 health
@@ -17,6 +17,10 @@
  * with Retry-After. SIGHUP reloads the model file (requests in flight
  * finish on the old model; a file that does not load keeps the old one).
  * SIGTERM or SIGINT: stop listening, finish what was accepted, exit 0.
+ * --access-log FILE (appended; - for stderr): one JSON line per request,
+ *   {"time": "2026-12-06T13:40:00.123Z", "method", "path", "status",
+ *    "latency_ms", "batch" (samples of an infer/predict body, else 0),
+ *    "bytes_in" (body), "bytes_out" (response body)}.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "dgrad/onnx.h"
@@ -33,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -43,6 +48,7 @@ typedef struct {
     int64_t max_request_batch;
     size_t max_body;
     double drain_timeout_s;
+    FILE *access_log;           /* NULL: none */
 } options;
 
 typedef struct {
@@ -84,6 +90,12 @@ typedef struct {
 
 /* ---- responses ------------------------------------------------------------------ */
 
+/* What the access log needs of the request being answered on this thread
+ * (a thread per connection): set by send_text and infer. */
+static _Thread_local int tl_status;
+static _Thread_local size_t tl_bytes_out;
+static _Thread_local int64_t tl_batch;
+
 static enum MHD_Result send_text(struct MHD_Connection *c, int code, char *text, const char *type,
                                  const char *retry_after) {
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
@@ -93,6 +105,8 @@ static enum MHD_Result send_text(struct MHD_Connection *c, int code, char *text,
     }
     MHD_add_response_header(r, "Content-Type", type);
     if (retry_after) MHD_add_response_header(r, "Retry-After", retry_after);
+    tl_status = code;
+    tl_bytes_out = strlen(text);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)code, r);
     MHD_destroy_response(r);
     return ret;
@@ -144,6 +158,7 @@ static int infer(app *a, const conn_state *cs, bool v2, json_t **out, http_error
     int mnd = dg_infer_model_input_shape(sm->m, ms);
     json_t *root = NULL;
     int code = dgs_parse_request(cs->body, cs->len, v2, ms, mnd, a->o.max_request_batch, &root, &x, &n, e);
+    if (!code) tl_batch = n;
     int64_t osz = dg_infer_model_output_size(sm->m);
     if (!code) {
         y = malloc((size_t)(n * osz) * sizeof *y);
@@ -206,8 +221,9 @@ static const char *model_path(const app *a, const char *url, const char *prefix,
     return p + nl;
 }
 
-static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-                              const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                      const char *version, const char *upload, size_t *upload_size,
+                                      void **con_cls) {
     (void)version;
     app *a = cls;
     conn_state *cs = *con_cls;
@@ -324,6 +340,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
             MHD_add_response_header(r, "Content-Type", "application/json");
             MHD_add_response_header(r, "Allow", allow);
+            tl_status = 405;
+            tl_bytes_out = strlen(text);
             enum MHD_Result ret = MHD_queue_response(c, 405, r);
             MHD_destroy_response(r);
             return ret;
@@ -332,6 +350,47 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     if (metrics) return send_text(c, 200, metrics, "text/plain; version=0.0.4", NULL);
     return send_json(c, code, j);
+}
+
+/* printable ASCII of s (at most n - 1 bytes), the rest '?': valid JSON strings */
+static void printable(char *dst, size_t n, const char *s) {
+    size_t i = 0;
+    for (; s && s[i] && i + 1 < n; i++) dst[i] = ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] >= 0x7f) ? '?' : s[i];
+    dst[i] = '\0';
+}
+
+static void access_log(app *a, const char *method, const char *url, const conn_state *cs) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[40], m[16], path[1024];
+    size_t k = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + k, sizeof when - k, ".%03ldZ", ts.tv_nsec / 1000000);
+    printable(m, sizeof m, method);
+    printable(path, sizeof path, url);
+    json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:f,s:I,s:I,s:I}", "time", when, "method", m, "path", path, "status",
+                          tl_status, "latency_ms", (dgs_now() - cs->t0) * 1000, "batch", (json_int_t)tl_batch,
+                          "bytes_in", (json_int_t)cs->len, "bytes_out", (json_int_t)tl_bytes_out);
+    char *line = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
+    json_decref(j);
+    if (line) {
+        fprintf(a->o.access_log, "%s\n", line);   /* one call: lines of threads do not mix */
+        fflush(a->o.access_log);
+        free(line);
+    }
+}
+
+/* handle_request, and a line of the access log once the answer is queued */
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                              const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    app *a = cls;
+    tl_status = 0;
+    tl_bytes_out = 0;
+    tl_batch = 0;
+    enum MHD_Result ret = handle_request(cls, c, url, method, version, upload, upload_size, con_cls);
+    if (a->o.access_log && tl_status && *con_cls) access_log(a, method, url, *con_cls);
+    return ret;
 }
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
@@ -353,7 +412,8 @@ static int usage(const char *msg) {
     fprintf(stderr,
             "usage: dgserve --model PATH.onnx [--name NAME] [--host ADDR] [--port N] [--workers N]\n"
             "               [--max-batch N] [--max-delay-ms X] [--queue N] [--max-request-batch N]\n"
-            "               [--max-body-mb N] [--drain-timeout-s X] [--blas-threads N]\n");
+            "               [--max-body-mb N] [--drain-timeout-s X] [--blas-threads N]\n"
+            "               [--access-log FILE|-]\n");
     return 2;
 }
 
@@ -415,6 +475,13 @@ int main(int argc, char **argv) {
         } else if (!strcmp(f, "--blas-threads")) {
             if (!parse_num(f, v, 0, 256, &d)) return 2;
             cfg.blas_threads = (int)d;
+        } else if (!strcmp(f, "--access-log")) {
+            if (a.o.access_log && a.o.access_log != stderr) fclose(a.o.access_log);
+            a.o.access_log = !strcmp(v, "-") ? stderr : fopen(v, "a");
+            if (!a.o.access_log) {
+                fprintf(stderr, "dgserve: --access-log: cannot open %s: %s\n", v, strerror(errno));
+                return 2;
+            }
         } else if (!strcmp(f, "--test-slow-ms")) {   /* tests: make each batch take this long */
             if (!parse_num(f, v, 0, 60000, &d)) return 2;
             cfg.test_slow_s = d / 1000;
@@ -511,6 +578,7 @@ int main(int argc, char **argv) {
     }
     MHD_stop_daemon(d);   /* waits for the connection threads, which have their answers */
     dgs_server_free(a.s);
+    if (a.o.access_log && a.o.access_log != stderr) fclose(a.o.access_log);
     printf("dgserve: stopped\n");
     return rc;
 }

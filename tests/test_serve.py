@@ -19,7 +19,9 @@ Checks:
     model, no request fails and each gets one model's answer, later ones the
     new model's; a file that does not load keeps the model served;
   - a full queue answers 503 with Retry-After (one slow worker, queue 2);
-  - SIGTERM: requests accepted before it all answer 200, exit status 0.
+  - SIGTERM: requests accepted before it all answer 200, exit status 0;
+  - --access-log: one JSON line per request (time, method, path, status,
+    latency_ms, batch, bytes_in, bytes_out) matching what curl sent and got.
 """
 import json
 import os
@@ -159,7 +161,8 @@ def run(build, mnist, tmp):
 
     log = []
     p, port = start(build, served, ["--workers", "2", "--max-batch", "16", "--max-delay-ms", "20", "--queue", "64",
-                                    "--max-body-mb", "1", "--max-request-batch", "100"], log)
+                                    "--max-body-mb", "1", "--max-request-batch", "100",
+                                    "--access-log", os.path.join(tmp, "access.log")], log)
     # health and metadata
     s, _, t = curl(port, "/v2/health/live")
     check(s == 200 and json.loads(t) == {"live": True}, "GET /v2/health/live")
@@ -177,7 +180,9 @@ def run(build, mnist, tmp):
     check(s == 200 and json.loads(t)["model_version_status"][0]["state"] == "AVAILABLE", "GET /v1/models/mnist")
 
     # inference
-    s, _, t = curl(port, "/v2/models/mnist/infer", v2_body(images))
+    body8 = json.dumps(v2_body(images))
+    s, _, t = curl(port, "/v2/models/mnist/infer", body8)
+    infer8 = (len(body8), len(t.encode()))
     check(s == 200 and rows_close(v2_outputs(t), refs[1]) and json.loads(t).get("id") == "req-1",
           "v2 infer, 8 images: dgrad-infer's outputs, id echoed")
     nested = [[img[r * 28:(r + 1) * 28] for r in range(28)] for img in images[:3]]
@@ -219,6 +224,27 @@ def run(build, mnist, tmp):
     big = '{"inputs": [{"data": [' + ",".join(["0.123456"] * 200000) + "]}]}"
     s, _, t = curl(port, "/v2/models/mnist/infer", big)
     check(s == 413 and "body" in json.loads(t)["error"], "a 1.6 MB body over --max-body-mb 1 -> 413")
+
+    # access log: a line per request so far (6 GETs, 3 infers, the bad ones, 405, 413)
+    with open(os.path.join(tmp, "access.log")) as f:
+        lines = f.read().splitlines()
+    try:
+        recs = [json.loads(l) for l in lines]
+    except ValueError:
+        recs = []
+    keys = {"time", "method", "path", "status", "latency_ms", "batch", "bytes_in", "bytes_out"}
+    check(len(recs) == 9 + len(bad) + 2 and all(set(r) == keys for r in recs) and
+          all(r["latency_ms"] >= 0 and r["time"].endswith("Z") and r["time"][:2] == "20" for r in recs),
+          "access log: %d JSON lines with %s (got %d: %s)" % (9 + len(bad) + 2, sorted(keys), len(lines),
+                                                            lines[:1]))
+    if recs:
+        r = recs[6]
+        check(r["method"] == "POST" and r["path"] == "/v2/models/mnist/infer" and r["status"] == 200 and
+              r["batch"] == 8 and (r["bytes_in"], r["bytes_out"]) == infer8,
+              "access log: the 8-image infer, status 200, batch 8, bytes %s (got %s)" % (infer8, r))
+        check([r["status"] for r in recs[-2:]] == [405, 413] and recs[-2]["method"] == "GET" and
+              recs[-1]["batch"] == 0 and recs[0]["path"] == "/v2/health/live" and recs[0]["status"] == 200,
+              "access log: health 200, GET on infer 405, big body 413 (got %s)" % ([recs[0]] + recs[-2:]))
 
     # dynamic batching
     _, _, m0 = curl(port, "/metrics")
@@ -264,7 +290,9 @@ def run(build, mnist, tmp):
     check(len(outcomes) > 10 and not bad_outcomes,
           "reload under load: %d requests, none failed or wrong %s" % (len(outcomes), bad_outcomes[:3]))
     check(outcomes and outcomes[-1] == 2 and 1 in outcomes, "requests before the reload got model 1, after it model 2")
-    s, _, t = curl(port, "/v2/models/mnist/infer", v2_body(images))
+    body8 = json.dumps(v2_body(images))
+    s, _, t = curl(port, "/v2/models/mnist/infer", body8)
+    infer8 = (len(body8), len(t.encode()))
     check(s == 200 and rows_close(v2_outputs(t), refs[2]) and json.loads(t)["model_version"] == "2",
           "after SIGHUP: the new model, version 2")
     with open(served + ".new", "w") as f:
@@ -272,7 +300,9 @@ def run(build, mnist, tmp):
     os.rename(served + ".new", served)
     p.send_signal(signal.SIGHUP)
     time.sleep(0.3)
-    s, _, t = curl(port, "/v2/models/mnist/infer", v2_body(images))
+    body8 = json.dumps(v2_body(images))
+    s, _, t = curl(port, "/v2/models/mnist/infer", body8)
+    infer8 = (len(body8), len(t.encode()))
     check(s == 200 and rows_close(v2_outputs(t), refs[2]), "a SIGHUP with a broken file keeps serving model 2")
     _, _, m2 = curl(port, "/metrics")
     check('dgserve_model_reloads_total{result="ok"} 1' in m2 and 'dgserve_model_reloads_total{result="error"} 1' in m2
