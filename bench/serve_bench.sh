@@ -9,7 +9,8 @@
 # Peak RSS: VmHWM of the server process after all its runs.
 #   usage: bench/serve_bench.sh MODEL.onnx [MNIST_DIR]
 #   env: BUILD (build-serve), DURATION (10), RUNS (3), CONCS ("1 4 16 64"),
-#        PY (/usr/bin/python3, with onnxruntime fastapi uvicorn), PORT (18080)
+#        PY (/usr/bin/python3, with onnxruntime fastapi uvicorn), PORT (18080),
+#        SHAPE (the request shape: "1,784" for the MLP, "1,1,28,28" for the CNN)
 # Prints a markdown table.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,11 +26,11 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"; [ -n "${spid:-}" ] && kill "$spid" 2>/dev/null || true' EXIT
 
 # the body: the first MNIST test image, scaled to [0, 1]
-"$PY" - "$mnist" "$tmp/body.json" <<'PYEOF'
+"$PY" - "$mnist" "$tmp/body.json" "${SHAPE:-1,784}" <<'PYEOF'
 import gzip, json, sys
 with gzip.open(sys.argv[1] + "/t10k-images-idx3-ubyte.gz") as f:
     raw = f.read()[16:16 + 784]
-json.dump({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32",
+json.dump({"inputs": [{"name": "input", "shape": [int(d) for d in sys.argv[3].split(",")], "datatype": "FP32",
                        "data": [round(b / 255.0, 6) for b in raw]}]}, open(sys.argv[2], "w"))
 PYEOF
 cat > "$tmp/post.lua" <<LUAEOF
