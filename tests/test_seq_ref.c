@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "dgrad/nn.h"
+#include "dgrad/nn_seq.h"
 #include "dgrad/ops.h"
 #include "dgrad/ops_seq.h"
 #include "dgrad/tensor.h"
@@ -189,10 +190,192 @@ static int run_op_case(const fx_case *c) {
     return fwd.ok && bwd.ok;
 }
 
-/* MODULE_CASES */
+/* ---- module cases ------------------------------------------------------------- */
+
+static dg_tensor *param_of(dg_ctx *ctx, const char *name, const fx_tensor *r) {
+    return r ? dg_param_new(ctx, name, r->ndim, r->shape) : NULL;
+}
+
+/* The module's parameter gradients, flat in its order, vs gp. */
+static void compare_param_grads(const char *cname, dg_module *m, const fx_tensor *ref,
+                                cmp_acc *acc) {
+    dg_tensor **ps = NULL;
+    int np = dg_module_parameters(m, &ps);
+    int64_t total = 0;
+    for (int i = 0; i < np; i++) total += dg_numel(ps[i]);
+    if (total != ref->n) {
+        dgt_fail(__FILE__, __LINE__, "%s: %lld parameter values, the fixture has %lld", cname,
+                 (long long)total, (long long)ref->n);
+        acc->ok = false;
+        return;
+    }
+    float *got = calloc((size_t)total, sizeof *got);
+    DG_ASSERT(got);
+    int64_t off = 0;
+    for (int i = 0; i < np; i++) {
+        if (ps[i]->grad) dg_tensor_to_host(ps[i]->grad, got + off);
+        off += dg_numel(ps[i]);
+    }
+    compare_host(cname, "parameter grads", got, ref, MOD_ATOL, MOD_RTOL, acc);
+    free(got);
+}
+
+/* Fills the module's parameters from the flat fixture params. */
+static bool load_params(const char *cname, dg_module *m, const fx_tensor *ref) {
+    dg_tensor **ps = NULL;
+    int np = dg_module_parameters(m, &ps);
+    int64_t off = 0;
+    for (int i = 0; i < np; i++) {
+        if (off + dg_numel(ps[i]) > ref->n) break;
+        dg_tensor_copy_from_host(ps[i], ref->f + off);
+        off += dg_numel(ps[i]);
+    }
+    CHECKF(off == ref->n, "%s: the module has other parameter sizes than the fixture (%lld vs %lld)",
+           cname, (long long)off, (long long)ref->n);
+    return off == ref->n;
+}
+
 static int run_module_case(const fx_case *c) {
-    printf("%-24s %-13s skipped (modules not built yet)\n", c->name, c->op);
-    return 0;
+    dg_clear_error();
+    dg_ctx *ctx = dg_ctx_new(DG_CPU);
+    CHECK_NOT_NULL(ctx);
+    if (!ctx) return 0;
+    cmp_acc fwd = {0, 0, true}, bwd = {0, 0, true};
+    bool is_mha = !strcmp(c->op, "mha"), gru = !strcmp(c->op, "gru");
+    dg_module *m;
+    dg_tensor *loss = NULL, *out = NULL, *hn = NULL, *cn = NULL;
+    dg_tensor *x = NULL, *h0 = NULL, *c0 = NULL, *q = NULL, *k = NULL, *v = NULL;
+    if (is_mha) {
+        m = dg_nn_multihead_attention(ctx, fx_argi(c, "embed", 0), fx_argi(c, "heads", 1),
+                                      fx_argi(c, "bias", 1) != 0);
+        bool self = fx_argi(c, "self", 0) != 0;
+        q = param_of(ctx, "q", fx_get(c, "q"));
+        k = self ? q : param_of(ctx, "k", fx_get(c, "k"));
+        v = self ? q : param_of(ctx, "v", fx_get(c, "v"));
+        CHECK_NOT_NULL(m);
+        if (!m || !q || !k || !v || !load_params(c->name, m, fx_get(c, "params"))) goto done;
+        dg_tensor_copy_from_host(q, fx_get(c, "q")->f);
+        if (!self) {
+            dg_tensor_copy_from_host(k, fx_get(c, "k")->f);
+            dg_tensor_copy_from_host(v, fx_get(c, "v")->f);
+        }
+        out = dg_mha_forward(m, q, k, v, const_of(ctx, fx_get(c, "kpm")),
+                             fx_argi(c, "causal", 0) != 0);
+        if (self && !fx_get(c, "kpm") && !fx_argi(c, "causal", 0)) {
+            dg_tensor *o2 = dg_module_forward(m, q);
+            compare_f(c->name, "dg_module_forward", o2, fx_get(c, "out"), MOD_ATOL, MOD_RTOL, &fwd);
+        }
+        compare_f(c->name, "out", out, fx_get(c, "out"), MOD_ATOL, MOD_RTOL, &fwd);
+        if (out) loss = dg_sum(dg_mul(out, const_of(ctx, fx_get(c, "w"))));
+    } else {
+        m = dg_nn_rnn_ex(ctx, gru, fx_argi(c, "input", 0), fx_argi(c, "hidden", 0),
+                         fx_argi(c, "layers", 1), fx_argi(c, "batch_first", 0) != 0,
+                         fx_argi(c, "bias", 1) != 0);
+        CHECK_NOT_NULL(m);
+        x = param_of(ctx, "x", fx_get(c, "x"));
+        h0 = param_of(ctx, "h0", fx_get(c, "h0"));
+        c0 = param_of(ctx, "c0", fx_get(c, "c0"));
+        if (!m || !x || !load_params(c->name, m, fx_get(c, "params"))) goto done;
+        dg_tensor_copy_from_host(x, fx_get(c, "x")->f);
+        if (h0) dg_tensor_copy_from_host(h0, fx_get(c, "h0")->f);
+        if (c0) dg_tensor_copy_from_host(c0, fx_get(c, "c0")->f);
+        out = dg_rnn_forward_ex(m, x, fx_get(c, "len")->i, h0, c0, &hn, gru ? NULL : &cn);
+        compare_f(c->name, "out", out, fx_get(c, "out"), MOD_ATOL, MOD_RTOL, &fwd);
+        compare_f(c->name, "h_n", hn, fx_get(c, "hn"), MOD_ATOL, MOD_RTOL, &fwd);
+        if (!gru) compare_f(c->name, "c_n", cn, fx_get(c, "cn"), MOD_ATOL, MOD_RTOL, &fwd);
+        if (out && hn) {
+            loss = dg_add(dg_sum(dg_mul(out, const_of(ctx, fx_get(c, "wo")))),
+                          dg_sum(dg_mul(hn, const_of(ctx, fx_get(c, "wh")))));
+            if (!gru && cn) loss = dg_add(loss, dg_sum(dg_mul(cn, const_of(ctx, fx_get(c, "wc")))));
+        }
+    }
+    CHECK_NOT_NULL(loss);
+    if (loss && fwd.ok) {
+        CHECKF(dg_backward(loss) == DG_OK, "%s: dg_backward failed", c->name);
+        if (is_mha) {
+            compare_f(c->name, "grad q", q->grad, fx_get(c, "gq"), MOD_ATOL, MOD_RTOL, &bwd);
+            if (k != q) {
+                compare_f(c->name, "grad k", k->grad, fx_get(c, "gk"), MOD_ATOL, MOD_RTOL, &bwd);
+                compare_f(c->name, "grad v", v->grad, fx_get(c, "gv"), MOD_ATOL, MOD_RTOL, &bwd);
+            }
+        } else {
+            compare_f(c->name, "grad x", x->grad, fx_get(c, "gx"), MOD_ATOL, MOD_RTOL, &bwd);
+            if (h0) compare_f(c->name, "grad h0", h0->grad, fx_get(c, "gh0"), MOD_ATOL, MOD_RTOL, &bwd);
+            if (c0) compare_f(c->name, "grad c0", c0->grad, fx_get(c, "gc0"), MOD_ATOL, MOD_RTOL, &bwd);
+        }
+        compare_param_grads(c->name, m, fx_get(c, "gp"), &bwd);
+    }
+done:
+    printf("%-24s %-13s fwd max abs %.2e rel %.2e | grad max abs %.2e rel %.2e  %s\n", c->name,
+           c->op, fwd.max_abs, fwd.max_rel, bwd.max_abs, bwd.max_rel,
+           fwd.ok && bwd.ok && loss ? "ok" : "FAIL");
+    dg_ctx_free(ctx);
+    return fwd.ok && bwd.ok && loss != NULL;
+}
+
+/* ---- the small modules and dg_nn_custom ------------------------------------------ */
+
+typedef struct { int calls; bool saw_training; } custom_state;
+
+/* tanh(linear(layer_norm(x))) through the children. */
+static dg_tensor *custom_fwd(dg_module *self, dg_tensor *x, void *state) {
+    custom_state *s = state;
+    s->calls++;
+    s->saw_training = dg_module_is_training(self);
+    x = dg_module_forward(dg_module_child(self, 0), x);
+    x = dg_module_forward(dg_module_child(self, 1), x);
+    return dg_module_forward(dg_module_child(self, 2), x);
+}
+
+static void test_small_modules(void) {
+    dg_ctx *ctx = dg_ctx_new(DG_CPU);
+    dg_manual_seed(ctx, 3);
+    dg_module *ln = dg_nn_layer_norm(ctx, 4, 1e-5f), *lin = dg_nn_linear(ctx, 4, 3, true);
+    dg_module *th = dg_nn_tanh(ctx), *ge = dg_nn_gelu(ctx);
+    dg_module *emb = dg_nn_embedding(ctx, 6, 4, -1);
+    CHECK(ln && lin && th && ge && emb);
+    dg_module_info mi;
+    dg_module_get_info(ln, &mi);
+    CHECK_EQ_INT(mi.kind, DG_MODULE_LAYER_NORM);
+    CHECK(mi.eps == 1e-5f);
+    dg_module_get_info(emb, &mi);
+    CHECK_EQ_INT(mi.kind, DG_MODULE_EMBEDDING);
+    dg_tensor **ps;
+    CHECK_EQ_INT(dg_module_parameters(ln, &ps), 2);
+    CHECK_EQ_INT(dg_module_parameters(emb, &ps), 1);
+    float ew[24];
+    dg_tensor_to_host(ps[0], ew);
+    CHECKF(ew[20] == 0 && ew[23] == 0 && ew[0] != 0, "embedding padding row 5 is not 0");
+    CHECK_CONTAINS(dg_module_name(emb), "padding_idx=5");
+
+    dg_module *kids[3] = {ln, lin, th};
+    custom_state st = {0, false};
+    dg_module *cm = dg_nn_custom(ctx, "Block()", custom_fwd, &st, 3, kids);
+    CHECK_NOT_NULL(cm);
+    dg_module_get_info(cm, &mi);
+    CHECK_EQ_INT(mi.kind, DG_MODULE_CUSTOM);
+    CHECK_EQ_INT(mi.num_children, 3);
+    CHECK_EQ_INT(dg_module_parameters(cm, &ps), 4);   /* ln weight, bias, linear weight, bias */
+    dg_module_train(cm, false);
+    CHECK(!dg_module_is_training(ln) && !dg_module_is_training(lin));
+    int32_t idx[6] = {0, 1, 2, 3, 4, 5};
+    int64_t is[2] = {2, 3};
+    dg_tensor *e = dg_module_forward(emb, dg_tensor_from(ctx, DG_I32, 2, is, idx));   /* [2, 3, 4] */
+    dg_tensor *y = dg_module_forward(cm, dg_module_forward(ge, e));
+    CHECK_NOT_NULL(y);
+    CHECK(st.calls == 1 && !st.saw_training);
+    if (y) {
+        CHECK(y->ndim == 3 && y->shape[2] == 3);
+        dg_tensor *ref = dg_tanh(dg_linear(dg_layer_norm(dg_gelu(e), 1, NULL, NULL, 1e-5f),
+                                           ps[2], ps[3]));
+        float a[18], b[18];
+        dg_tensor_to_host(y, a);
+        dg_tensor_to_host(ref, b);
+        for (int i = 0; i < 18; i++) CHECK_NEAR(a[i], b[i], 1e-6, 1e-5);
+        CHECK(dg_backward(dg_sum(y)) == DG_OK);
+        CHECK(ps[0]->grad && ps[2]->grad);
+    }
+    dg_ctx_free(ctx);
 }
 
 /* ---- bad input --------------------------------------------------------------- */
@@ -243,7 +426,29 @@ static void test_bad_input(void) {
     int64_t ss[1] = {2};
     expect_error("index_select 3", dg_index_select(x, 1, dg_tensor_from(ctx, DG_I32, 1, ss, sel)),
                  "= 3", "[0, 3)");
-    /* BAD_INPUT_MODULES */
+    /* recurrent modules: lengths of 0 or past the padded length; wrong x */
+    dg_module *lstm = dg_nn_lstm(ctx, 4, 3, 1, true);
+    dg_module *gru = dg_nn_gru(ctx, 4, 3, 2, false);
+    int32_t len0[2] = {3, 0}, len4[2] = {4, 2};
+    expect_error("lstm length 0", dg_rnn_forward(lstm, x, len0, NULL, NULL), "lengths[1] = 0",
+                 "[1, 3]");
+    expect_error("gru length 4", dg_rnn_forward(gru, x, len4, NULL, NULL), "lengths[0] = 4",
+                 "[1, 2]");   /* time-major: x [2, 3, 4] is T = 2, B = 3 */
+    int32_t len3[3] = {2, 2, 4};
+    expect_error("gru length 4 of 2", dg_rnn_forward(gru, x, len3, NULL, NULL), "lengths[2] = 4",
+                 NULL);
+    int64_t xs5[3] = {2, 3, 5};
+    float xv5[30] = {0};
+    expect_error("lstm input_size", dg_rnn_forward(lstm, dg_tensor_from(ctx, DG_F32, 3, xs5, xv5),
+                                                   NULL, NULL, NULL),
+                 "x has shape [2, 3, 5]", "input_size 4");
+    expect_error("nn_lstm hidden 0", (dg_tensor *)dg_nn_lstm(ctx, 4, 0, 1, false), "hidden_size 0",
+                 NULL);
+    dg_module *mha = dg_nn_multihead_attention(ctx, 4, 2, true);
+    expect_error("mha mask [2, 5]", dg_mha_forward(mha, x, x, x, m25, false),
+                 "key_padding_mask has shape [2, 5]", NULL);
+    expect_error("mha heads 3", (dg_tensor *)dg_nn_multihead_attention(ctx, 4, 3, true),
+                 "embed_dim 4", "num_heads 3");
     dg_ctx_free(ctx);
 }
 
@@ -265,6 +470,8 @@ int main(void) {
     fclose(f);
     printf("%d op cases and %d module cases passed\n", nops, nmods);
     CHECKF(nops == 32, "only %d op cases passed", nops);
+    CHECKF(nmods == 10, "only %d module cases passed", nmods);
+    test_small_modules();
     test_bad_input();
     return dgt_report("test_seq_ref");
 }

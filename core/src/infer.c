@@ -435,7 +435,7 @@ static dg_status add_module(from_module *fm, dg_module *mod, const char *path) {
         [DG_MODULE_AVG_POOL2D] = DG_IR_AVG_POOL, [DG_MODULE_RELU] = DG_IR_RELU,
         [DG_MODULE_FLATTEN] = DG_IR_FLATTEN, [DG_MODULE_DROPOUT] = DG_IR_DROPOUT,
     };
-    if (mi.kind == DG_MODULE_OTHER)
+    if (mi.kind == DG_MODULE_OTHER || (size_t)mi.kind >= sizeof ops / sizeof ops[0])
         return dg_set_error("dg_infer_model_from_module: module %s (%s) is of a kind inference and ONNX "
                             "export do not support", *path ? path : "0", dg_module_name(mod));
     dg_ir_op op = ops[mi.kind];

@@ -35,7 +35,7 @@ void dg_module_train(dg_module *m, bool train);
 bool dg_module_is_training(const dg_module *m);
 /* "Linear(in_features=784, out_features=50, bias=True)" style name. */
 const char *dg_module_name(const dg_module *m);
-/* Child i of a Sequential, or NULL. */
+/* Child i of a Sequential or a custom module (dg_nn_custom), or NULL. */
 dg_module *dg_module_child(dg_module *m, int i);
 
 /* ---- convolutional nets -------------------------------------------------- */
@@ -77,6 +77,15 @@ typedef enum {
     DG_MODULE_RELU,
     DG_MODULE_FLATTEN,
     DG_MODULE_DROPOUT,
+    /* dgrad/nn_seq.h (inference and ONNX export do not support these) */
+    DG_MODULE_LSTM,
+    DG_MODULE_GRU,
+    DG_MODULE_MULTIHEAD_ATTENTION,
+    DG_MODULE_LAYER_NORM,        /* weight, bias [dim], eps */
+    DG_MODULE_EMBEDDING,         /* weight [num, dim] */
+    DG_MODULE_GELU,
+    DG_MODULE_TANH,
+    DG_MODULE_CUSTOM,            /* num_children */
 } dg_module_kind;
 
 /* What a module is and holds. The tensors are the module's own (not

@@ -3,40 +3,21 @@
 #include "dgrad/nn.h"
 #include "dgrad/ops.h"
 #include "impl.h"
+#include "nn-impl.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-typedef dg_tensor *(*dg_forward_fn)(dg_module *m, dg_tensor *x);
-
-struct dg_module {
-    dg_ctx *ctx;
-    dg_forward_fn forward;
-    char name[96];
-    bool training;
-    dg_tensor *weight, *bias;
-    dg_module **children;
-    int nchildren;
-    dg_tensor **params;      /* this module's and its children's, in order */
-    int nparams;
-    /* convolutional nets (the end of this file) */
-    int64_t cfg[7];          /* conv: stride, padding, dilation, groups; pools:
-                                kernel, stride, padding */
-    float fcfg[3];           /* dropout p; batch norm momentum, eps */
-    dg_tensor *bufs[2];      /* this module's buffers (batch norm) */
-    int nbufs;
-    dg_tensor **all_bufs;    /* with the children's, built on first request */
-    int nall_bufs;
-};
-
-static dg_module *module_new(dg_ctx *ctx, dg_forward_fn fwd) {
+dg_module *dg__module_new(dg_ctx *ctx, dg_forward_fn fwd) {
     dg_module *m = dg__ctx_calloc(ctx, sizeof *m);
     m->ctx = ctx;
     m->forward = fwd;
     m->training = true;
     return m;
 }
+
+static dg_module *module_new(dg_ctx *ctx, dg_forward_fn fwd) { return dg__module_new(ctx, fwd); }
 
 static dg_tensor *linear_forward(dg_module *m, dg_tensor *x) {
     return dg_linear(x, m->weight, m->bias);
@@ -171,7 +152,7 @@ bool dg_module_is_training(const dg_module *m) { return m->training; }
 const char *dg_module_name(const dg_module *m) { return m->name; }
 
 dg_module *dg_module_child(dg_module *m, int i) {
-    return i >= 0 && i < m->nchildren ? m->children[i] : NULL;
+    return m && i >= 0 && i < m->nchildren ? m->children[i] : NULL;
 }
 
 /* ---- convolutional nets ----------------------------------------------------- */
@@ -342,6 +323,14 @@ void dg_module_get_info(const dg_module *m, dg_module_info *out) {
     DG_ASSERT(m != NULL && out != NULL);
     memset(out, 0, sizeof *out);
     const int64_t *c = m->cfg;
+    if (m->kind != DG_MODULE_OTHER) {   /* seq.c's families */
+        out->kind = m->kind;
+        out->num_children = m->nchildren;
+        out->weight = m->weight;
+        out->bias = m->bias;
+        out->eps = m->fcfg[2];
+        return;
+    }
     if (m->forward == sequential_forward) {
         out->kind = DG_MODULE_SEQUENTIAL;
         out->num_children = m->nchildren;
