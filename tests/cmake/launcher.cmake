@@ -2,6 +2,9 @@
 #  - launcher_cli: bad input, --help, --dry-run, the rank environment, restarts;
 #  - launcher_slurm: sbatch + dgrun on a private Slurm (slurm-wlm, munge, MPI);
 #    launcher_slurm_kill: a rank killed mid-job, dgrun resumes in the allocation;
+#    launcher_slurm_preempt: scancel --signal=USR1 --batch, checkpoint, requeue;
+#    launcher_slurm_timelimit: --time=2 --signal=USR1@90 to the steps, requeued
+#    attempts until done;
 #  - launcher_multihost*: two ranks in two network namespaces (root, ip netns):
 #    same params_hash as one host, and faults (SIGKILL, link down) followed by
 #    a restart from the checkpoint.
@@ -30,13 +33,23 @@ if(DG_LAUNCHER_SBATCH AND DG_LAUNCHER_SLURMCTLD AND DG_LAUNCHER_MUNGED)
   add_test(NAME launcher_slurm_preempt
            COMMAND bash ${DG_LAUNCHER_TEST_DIR}/test_slurm.sh preempt $<TARGET_FILE:mnist_mlp>
                    ${DG_MNIST_DIR} ${PROJECT_SOURCE_DIR})
-  set_tests_properties(launcher_slurm launcher_slurm_kill launcher_slurm_preempt PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE
+  set_tests_properties(launcher_slurm launcher_slurm_kill launcher_slurm_preempt
+                       PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE
                        ENVIRONMENT "${DG_LAUNCHER_ENV}")
+  # Minutes of waiting on Slurm's timers: in the plain build only, not again
+  # under the sanitizers.
+  if(NOT DG_SANITIZE)
+    add_test(NAME launcher_slurm_timelimit
+             COMMAND bash ${DG_LAUNCHER_TEST_DIR}/test_slurm.sh timelimit $<TARGET_FILE:mnist_mlp>
+                     ${DG_MNIST_DIR} ${PROJECT_SOURCE_DIR})
+    set_tests_properties(launcher_slurm_timelimit PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE
+                         ENVIRONMENT "${DG_LAUNCHER_ENV}")
+  endif()
 endif()
 
 # Preemption, full and read-only disks, non-finite steps, logging failures,
 # a slow rank (tests/launcher/test_faults.sh; mounts need root: exit 77 skips).
-foreach(mode preempt preempt1 full readonly nonfinite logfail slow)
+foreach(mode preempt preempt1 full readonly removed nonfinite logfail slow)
   add_test(NAME faults_${mode}
            COMMAND bash ${DG_LAUNCHER_TEST_DIR}/test_faults.sh ${mode} $<TARGET_FILE:mnist_mlp>
                    ${DG_MNIST_DIR} ${PROJECT_SOURCE_DIR})

@@ -13,6 +13,11 @@
 #              every rank stops before the update, with one line naming the
 #              step, the rank and a parameter; --on-nonfinite skip finishes,
 #              counts the step in the JSON and the replicas agree
+#   removed    the checkpoint directory removed mid-run: the next interval
+#              makes it again and the run ends with a loadable checkpoint;
+#              replaced by a file: a one-line error naming it, exit 1 (stop),
+#              or with --on-checkpoint-error continue, exit 0 and the misses
+#              counted
 #   logfail    --logdir whose directory is removed mid-run: a warning, exit 0
 #   slow       DG_TEST_SLOW_RANK=1:5 at 2 ranks: rank 0 warns that rank 1 is slow
 # usage: test_faults.sh MODE MNIST_MLP MNIST_DIR SRCDIR
@@ -95,6 +100,36 @@ nonfinite)
   [ "$n" = 1 ] || die "skipped_steps $n, want 1"
   [ "$agree" = true ] || die "replicas disagree after a skipped step"
   echo "ok: nonfinite: $(cat "$dir/err"); skip: $n steps skipped" ;;
+"removed")
+  a=("${args[@]}" --epochs 3 --checkpoint-every 100)
+  for what in dir file file-continue; do
+    extra=(); [ "$what" = file-continue ] && extra=(--on-checkpoint-error continue)
+    rm -rf "$dir/ck"
+    DG_TEST_SLOW_RANK=0:1 "$bin" "${a[@]}" "${extra[@]}" --checkpoint-dir "$dir/ck" >"$dir/out" 2>"$dir/err" &
+    pid=$!
+    wait_first_checkpoint "$dir/ck" $pid 300 || exit 1
+    rm -rf "$dir/ck"; [ "$what" = dir ] || : >"$dir/ck"
+    wait $pid; rc=$?
+    case $what in
+    dir)
+      [ $rc -eq 0 ] || die "removed directory: exit $rc, want 0"
+      last=$(ls "$dir/ck" | sort -V | tail -n 1)
+      [ -n "$last" ] || die "no checkpoint after the directory was made again"
+      "$bin" "${a[@]}" --checkpoint-dir "$dir/ck" --resume >/dev/null 2>"$dir/err2" ||
+        die "the newest checkpoint $last does not load: $(cat "$dir/err2")" ;;
+    file)
+      [ $rc -eq 1 ] || die "directory replaced by a file: exit $rc, want 1"
+      [ "$(wc -l <"$dir/err")" -eq 1 ] || die "want one line of error, got: $(cat "$dir/err")"
+      grep -q "$dir/ck" "$dir/err" || die "the error does not name the directory" ;;
+    file-continue)
+      [ $rc -eq 0 ] || die "--on-checkpoint-error continue: exit $rc, want 0"
+      nf=$(field checkpoint_failures "$(json "$dir/out")")
+      [ "$nf" -gt 0 ] || die "checkpoint_failures $nf, want > 0" ;;
+    esac
+    rm -rf "$dir/ck"
+  done
+  echo "ok: removed: made again (resumes from $last); replaced by a file: $(cat "$dir/err" | head -n 1);" \
+       "continue: $nf failed checkpoints" ;;
 logfail)
   "$bin" "${args[@]}" --epochs 3 --logdir "$dir/tb" >"$dir/out" 2>"$dir/err" &
   pid=$!

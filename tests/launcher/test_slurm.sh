@@ -13,16 +13,24 @@
 #           forwards it, the ranks checkpoint and exit 75, dgrun requeues the
 #           job, the requeued job resumes, and it ends with the params_hash
 #           of a run without the signal (mpirun, same flags)
-# Usage: test_slurm.sh submit|kill|preempt MNIST_MLP MNIST_DIR SRCDIR
+#   timelimit the same script with --time=2 --signal=USR1@90 (no B:, so
+#           Slurm signals the job's steps: the ranks get SIGUSR1 directly);
+#           the ranks sleep 20 ms a step (DG_TEST_SLOW_RANK) so that the run
+#           outlasts the signal: each attempt is signalled before its time
+#           limit, checkpoints and is requeued, and the last attempt ends
+#           with the params_hash of a run without any signal
+# Usage: test_slurm.sh submit|kill|preempt|timelimit MNIST_MLP MNIST_DIR SRCDIR
 set -eu
 mode=$1 bin=$2 data=$3 src=$4
 dir=$(mktemp -d)
 trap '"$src/scripts/slurm_local.sh" stop "$dir/slurm" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 . "$(dirname "$0")/common.sh"
 
-if [ "$mode" = kill ] || [ "$mode" = preempt ]; then   # the reference first, before Slurm is up
+if [ "$mode" != submit ]; then   # the reference first, before Slurm is up
   args=(--data "$data" --epochs 3 --batch-size 32 --threads 1 --json --seed 3 --checkpoint-every 100)
-  [ "$mode" = kill ] || args=(--data "$data" --epochs 30 --threads 1 --json --seed 3 --checkpoint-every 500)
+  [ "$mode" != preempt ] || args=(--data "$data" --epochs 30 --threads 1 --json --seed 3 --checkpoint-every 500)
+  [ "$mode" != timelimit ] ||
+    args=(--data "$data" --epochs 16 --limit-train 12800 --batch-size 32 --threads 1 --json --seed 3 --checkpoint-every 500)
   timeout 300 env SLURM_JOB_ID= "$src/launcher/dgrun" -n 2 "$bin" "${args[@]}" \
     --checkpoint-dir "$dir/ck_ref" >"$dir/ref.out" 2>&1 || { cat "$dir/ref.out"; echo "FAIL: reference run"; exit 1; }
   ref=$(field params_hash "$(json "$dir/ref.out")")
@@ -70,6 +78,27 @@ if [ "$mode" = preempt ]; then
   got=$(field params_hash "$(json "$dir/job.out")")
   [ "$got" = "$ref" ] || { echo "FAIL: after the requeue params_hash $got, want $ref"; exit 1; }
   echo "ok: preempt: SIGUSR1 to the batch shell, checkpoint, requeue, resume: params_hash $ref"
+  exit 0
+fi
+
+if [ "$mode" = timelimit ]; then
+  # 3200 steps at 20 ms: about 64 s of training, more than one attempt gets
+  # before its signal (Slurm sends it up to a minute early).
+  mkdir -p "$dir/ck"
+  rc=0
+  timeout 560 sbatch --wait --time=2 --signal=USR1@90 --chdir="$dir" --output="$dir/job.out" \
+    --export=ALL,DGRUN="$src/launcher/dgrun",CKPT_DIR="$dir/ck",DG_TEST_SLOW_RANK=1:20 \
+    "$src/examples/sbatch_preempt.sh" "$bin" "${args[@]:0:${#args[@]}-2}" >"$dir/sbatch.out" 2>&1 || rc=$?
+  echo "--- job output"; cat "$dir/job.out"; echo "---"
+  [ $rc -eq 0 ] || { cat "$dir/sbatch.out"; echo "FAIL: sbatch --wait exited $rc"; exit 1; }
+  n=$(grep -c "preempted by SIGUSR1" "$dir/job.out" || true)
+  [ "$n" -ge 1 ] || { echo "FAIL: no attempt was stopped by the time limit's SIGUSR1"; exit 1; }
+  grep -q "requeueing Slurm job" "$dir/job.out" || { echo "FAIL: the job was not requeued"; exit 1; }
+  grep -q "DUE TO TIME LIMIT" "$dir/job.out" && { echo "FAIL: an attempt was killed at its time limit"; exit 1; }
+  got=$(field params_hash "$(json "$dir/job.out")")
+  [ "$got" = "$ref" ] || { echo "FAIL: after $n time-limit signals params_hash $got, want $ref"; exit 1; }
+  echo "ok: timelimit: $n attempts signalled before their time limit, checkpointed and requeued;" \
+       "the last one ends with params_hash $ref"
   exit 0
 fi
 

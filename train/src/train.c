@@ -820,6 +820,9 @@ static int setup_process(trainer *t) {
     const dg_train_program *p = t->p;
     dg_train_opts *o = &t->o;
     if (check_logdir(p, o->logdir) || parse_slow_rank(t) || parse_nan_step(t)) return 1;
+    /* first: a preemption signal that comes while the data loads or MPI
+     * starts (Slurm may send it at any time) must not kill the rank */
+    install_signals(t);
     if (o->threads) dg_set_num_threads(o->threads);
     const char *what;
     if (load_datasets(p, o, &t->train, &t->test, &what)) {
@@ -842,7 +845,6 @@ static int setup_process(trainer *t) {
     }
     if (!(t->ctx = dg_ctx_new(!strcmp(o->device, "cuda") ? DG_CUDA : DG_CPU))) return fail(t, "");
     dg_manual_seed(t->ctx, o->seed);
-    install_signals(t);
     return 0;
 }
 
