@@ -15,3 +15,26 @@ if(DG_HAVE_MPI AND DG_MPIEXEC)
     set_tests_properties(ddp_mpi_np${np} PROPERTIES TIMEOUT 300 ENVIRONMENT "${DG_DDP_TEST_ENV}")
   endforeach()
 endif()
+
+# DDP over a graph that changes per step and per rank: a branch some ranks
+# skip, a layer no rank uses, uneven work (tests/ddp/test_ddp_unused.c).
+add_executable(test_ddp_unused ${CMAKE_CURRENT_SOURCE_DIR}/ddp/test_ddp_unused.c)
+target_link_libraries(test_ddp_unused PRIVATE dgrad_comm m)
+add_test(NAME ddp_unused_plain COMMAND test_ddp_unused)
+set_tests_properties(ddp_unused_plain PROPERTIES TIMEOUT 120 ENVIRONMENT "${DG_DDP_TEST_ENV}")
+if(DG_HAVE_MPI AND DG_MPIEXEC)
+  foreach(np 2 3)
+    add_test(NAME ddp_unused_np${np}
+             COMMAND ${DG_MPIEXEC} --allow-run-as-root --oversubscribe --bind-to none
+                     --mca btl self,vader -n ${np} $<TARGET_FILE:test_ddp_unused>)
+    set_tests_properties(ddp_unused_np${np} PROPERTIES TIMEOUT 300 ENVIRONMENT "${DG_DDP_TEST_ENV}")
+  endforeach()
+  # Uneven inputs: the last rank stops a step early; the others end with the
+  # communicator's timeout error (3 s here), and the job ends (non-zero).
+  add_test(NAME ddp_uneven_np2
+           COMMAND ${DG_MPIEXEC} --allow-run-as-root --oversubscribe --bind-to none
+                   --mca btl self,vader -n 2 $<TARGET_FILE:test_ddp_unused> --uneven)
+  set_tests_properties(ddp_uneven_np2 PROPERTIES TIMEOUT 60 ENVIRONMENT "${DG_DDP_TEST_ENV}"
+    PASS_REGULAR_EXPRESSION "rank 0: the step the last rank never took: dg_comm_[a-z]*: timed out after 3 s"
+    FAIL_REGULAR_EXPRESSION "FAIL")
+endif()
