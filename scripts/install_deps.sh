@@ -4,7 +4,7 @@
 # Usage: scripts/install_deps.sh [--bench]   (--bench adds PyTorch 1.13 for benchmarks and fixtures)
 set -euo pipefail
 
-pkgs=(build-essential cmake pkg-config libopenblas-dev zlib1g-dev
+pkgs=(build-essential cmake pkg-config libopenblas-dev zlib1g-dev libdnnl-dev
       libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libjansson-dev
       curl ca-certificates python3 time slurm-wlm munge iproute2 procps)
 [ "${1:-}" = "--bench" ] && pkgs+=(python3-torch python3-numpy)

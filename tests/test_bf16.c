@@ -8,8 +8,8 @@
  *     depends on its code path), by dg_f32_to_bf16 and by the CPU
  *     backend's vector slot; widening every one of the 65536 bf16 patterns
  *     and rounding back gives the pattern again.
- *  2. The bf16 GEMM, both kernel families (AVX512_BF16 when the CPU has it,
- *     and the portable one), every transpose, strides above the minimum,
+ *  2. The bf16 GEMM, every kernel family (oneDNN in DG_HAVE_DNNL builds,
+ *     AVX512_BF16 when the CPU has it, and the portable one), every transpose, strides above the minimum,
  *     alpha, beta (beta == 0 on a NaN-filled C), edge sizes, against a
  *     double-precision product:
  *       - of the bf16-rounded inputs: the products are exact in float32, so
@@ -40,8 +40,9 @@
  *     steps under autocast: the loss falls below a quarter of its start,
  *     parameters and gradients stay float32, and the last loss is within
  *     0.05 of the same run in float32.
- * Run with DG_BF16_GEMM=portable (test bf16_portable), 3 and 5 go through
- * the portable kernel.
+ * Run with DG_BF16_GEMM=portable|avx512|dnnl (tests bf16_portable,
+ * bf16_avx512, bf16_dnnl), 3 and 5 go through that kernel. Part 2 covers
+ * every family this build and CPU have, oneDNN's included.
  */
 #include "test_util.h"
 #include "fixture.h"
@@ -183,8 +184,8 @@ static void test_gemm(void) {
         { 16, 31, 64 }, { 17, 64, 65 }, { 64, 50, 784 }, { 64, 10, 50 }, { 50, 784, 64 },
         { 3, 100, 0 }, { 40, 70, 129 }, { 0, 5, 3 },
     };
-    dg_bf16_isa isas[2] = { DG_BF16_ISA_AVX512BF16, DG_BF16_ISA_PORTABLE };
-    for (int s = 0; s < 2; s++) {
+    dg_bf16_isa isas[3] = { DG_BF16_ISA_DNNL, DG_BF16_ISA_AVX512BF16, DG_BF16_ISA_PORTABLE };
+    for (int s = 0; s < 3; s++) {
         dg_bf16_isa isa = isas[s];
         uint16_t one = 0x3f80;
         float cc = 0;
@@ -502,6 +503,10 @@ int main(void) {
     printf("bf16 GEMM kernel used by the engine: %s\n", dg_bf16_isa_name(dg_gemm_bf16_isa()));
     const char *env = getenv("DG_BF16_GEMM");
     if (env && strcmp(env, "portable") == 0) CHECK(dg_gemm_bf16_isa() == DG_BF16_ISA_PORTABLE);
+    if (env && strcmp(env, "avx512") == 0) CHECK(dg_gemm_bf16_isa() != DG_BF16_ISA_DNNL);
+#ifdef DG_HAVE_DNNL
+    if (env && strcmp(env, "dnnl") == 0) CHECK(dg_gemm_bf16_isa() == DG_BF16_ISA_DNNL);
+#endif
     test_widen_all();
     test_gemm();
     test_fixtures();

@@ -2,7 +2,9 @@
  * backend-impl.h): float32 <-> bfloat16 conversions, and a GEMM with
  * bfloat16 inputs and float32 accumulation and output.
  *
- * Two GEMM kernel families, picked at run time (dg_gemm_bf16_isa):
+ * Three GEMM kernel families, picked at run time (dg_gemm_bf16_isa):
+ *  - oneDNN's matmul (gemm_dnnl.c, builds with DG_HAVE_DNNL): AMX or
+ *    AVX512_BF16 as oneDNN sees fit; the default when present;
  *  - AVX512_BF16: both operands are packed into pairs of bf16 values along
  *    k (one 32-bit lane per pair), A in panels of MR rows and B in panels
  *    of NR columns; an MR x NR block of C is kept in 2 * MR zmm registers
@@ -16,6 +18,7 @@
  * bf16 inputs only by float32 summation error. One thread; no heap memory
  * (the engine passes the workspace). */
 #include "gemm_bf16.h"
+#include "gemm_dnnl.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -59,14 +62,18 @@ dg_bf16_isa dg_gemm_bf16_isa(void) {
     if (v < 0) {
         const char *env = getenv("DG_BF16_GEMM");
         bool portable = env && strcmp(env, "portable") == 0;
-        v = !portable && cpu_has_avx512bf16() ? DG_BF16_ISA_AVX512BF16 : DG_BF16_ISA_PORTABLE;
+        bool avx = env && (strcmp(env, "avx512") == 0 || strcmp(env, "avx512bf16") == 0);
+        if (!portable && !avx && dg__dnnl_available())
+            v = DG_BF16_ISA_DNNL;
+        else
+            v = !portable && cpu_has_avx512bf16() ? DG_BF16_ISA_AVX512BF16 : DG_BF16_ISA_PORTABLE;
         __atomic_store_n(&isa, v, __ATOMIC_RELAXED);
     }
     return (dg_bf16_isa)v;
 }
 
 const char *dg_bf16_isa_name(dg_bf16_isa isa) {
-    return isa == DG_BF16_ISA_AVX512BF16 ? "avx512bf16" : "portable";
+    return isa == DG_BF16_ISA_DNNL ? "dnnl" : isa == DG_BF16_ISA_AVX512BF16 ? "avx512bf16" : "portable";
 }
 
 /* ---- portable: widen, then SGEMM ------------------------------------------ */
@@ -214,6 +221,12 @@ static void gemm_avx512bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, f
 bool dg_gemm_bf16_with(dg_bf16_isa isa, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
                        float alpha, const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb,
                        float beta, float *c, int64_t ldc, void *work) {
+    if (isa == DG_BF16_ISA_DNNL) {
+        if (!dg__dnnl_available()) return false;
+        if (dg__dnnl_gemm_bf16(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return true;
+        /* oneDNN failed on this shape: the hand kernels */
+        isa = cpu_has_avx512bf16() ? DG_BF16_ISA_AVX512BF16 : DG_BF16_ISA_PORTABLE;
+    }
     if (isa == DG_BF16_ISA_AVX512BF16) {
 #ifdef DG_BF16_X86
         if (!cpu_has_avx512bf16()) return false;

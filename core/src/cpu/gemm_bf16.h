@@ -16,11 +16,15 @@ void dg__cpu_bf16_to_f32(float *dst, const uint16_t *src, int64_t n);
 typedef enum {
     DG_BF16_ISA_PORTABLE,    /* widen to float32, then the CPU backend's SGEMM */
     DG_BF16_ISA_AVX512BF16,  /* vdpbf16ps: pairs of bf16 products summed into float32 */
+    DG_BF16_ISA_DNNL,        /* oneDNN's matmul (AMX / AVX512_BF16), builds with DG_HAVE_DNNL */
 } dg_bf16_isa;
 
-/* The family lowp.gemm_bf16 uses: AVX512_BF16 when this CPU has it
- * (__builtin_cpu_supports, checked once), unless the environment has
- * DG_BF16_GEMM=portable, read at the first call. */
+/* The family lowp.gemm_bf16 uses: oneDNN when this build has it and its
+ * engine starts, else AVX512_BF16 when this CPU has it
+ * (__builtin_cpu_supports, checked once), else portable. The environment's
+ * DG_BF16_GEMM=dnnl|avx512|portable, read at the first call, picks one
+ * instead (one this build or CPU lacks falls back along the same order).
+ * Should oneDNN fail on a shape, that call uses AVX512_BF16 or portable. */
 dg_bf16_isa dg_gemm_bf16_isa(void);
 const char *dg_bf16_isa_name(dg_bf16_isa isa);
 
