@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "dgrad/train.h"
 
+#include "dgrad/amp.h"
 #include "dgrad/dist_checkpoint.h"
 #include "dgrad/data.h"
 #include "dgrad/ddp.h"
@@ -29,7 +30,7 @@ dg_train_opts dg_train_default_opts(void) {
                             .optimizer = "adam", .sched = "none", .device = "cpu", .overlap = true,
                             .bucket_cap_mb = 25.0, .log_every = 10, .keep = 3, .pct_start = 0.3,
                             .div_factor = 25.0, .preempt_signals = "TERM,USR1", .on_ckpt_error = "stop",
-                            .on_nonfinite = "stop" };
+                            .on_nonfinite = "stop", .amp = "none" };
 }
 
 dg_train_program dg_train_program_defaults(const char *prog,
@@ -45,6 +46,7 @@ static const char *const scheds[] = { "none", "onecycle", NULL };
 static const char *const devices[] = { "cpu", "cuda", NULL };
 static const char *const ckpt_errors[] = { "stop", "continue", NULL };
 static const char *const nonfinites[] = { "stop", "skip", NULL };
+static const char *const amps[] = { "none", "bf16", NULL };
 
 #define OPT(f) offsetof(dg_train_opts, f)
 #define POS "an integer >= 1"
@@ -95,6 +97,8 @@ static const dg_flag builtin_flags[] = {
       "stop the run, or continue and retry at the next interval", 0, 0, ckpt_errors, NULL },
     { "--on-nonfinite", DG_FLAG_CHOICE, OPT(on_nonfinite), "WHAT", "a NaN or infinite loss or gradient: stop (keeping\n"
       "the last good checkpoint), or skip the step as a grad scaler does", 0, 0, nonfinites, NULL },
+    { "--amp", DG_FLAG_CHOICE, OPT(amp), "MODE", "none, or bf16: each training step's forward and loss under\n"
+      "bfloat16 autocast (dgrad/amp.h; CPU only; evaluation stays float32)", 0, 0, amps, NULL },
 };
 #undef OPT
 #undef POS
@@ -918,12 +922,18 @@ static int eager_step(trainer *t, dg_tensor *x, dg_tensor *y, int64_t b, double 
     if (t->gs.warmup > 0) t->gs.warmup--;
     if (sync_buffers(t->ddp, t->bufs, t->nb, t->world)) return fail(t, "broadcast of buffers: ");
     dg_timeline_begin(t->ob.tl, "forward", DG_TIMELINE_COMPUTE);
+    bool amp = t->o.amp && !strcmp(t->o.amp, "bf16");   /* --amp bf16 */
+    if (amp && dg_autocast_begin(t->ctx, DG_BF16)) return fail(t, "--amp bf16: ");
     dg_tensor *out = dg_module_forward(t->model, x);
     if (!t->checked_output) {
-        if (check_output(p, &t->train, out, b)) return fail(t, "");
+        if (check_output(p, &t->train, out, b)) {
+            if (amp) dg_autocast_end(t->ctx);
+            return fail(t, "");
+        }
         t->checked_output = true;
     }
     dg_tensor *loss = out ? batch_loss(p, out, y) : NULL;
+    if (amp) dg_autocast_end(t->ctx);
     dg_timeline_end(t->ob.tl, DG_TIMELINE_COMPUTE);
     if (!loss) return fail(t, "");
     if (dg_numel(loss) != 1) {

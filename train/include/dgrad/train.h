@@ -151,6 +151,9 @@ typedef struct {
                                    and stop (see "Preemption"); "none" */
     const char *on_ckpt_error;  /* "stop" (default) or "continue" */
     const char *on_nonfinite;   /* "stop" (default) or "skip" */
+    const char *amp;            /* --amp: "none" (default) or "bf16": forward and
+                                   loss of each training step under
+                                   dg_autocast_begin(ctx, DG_BF16) (CPU only) */
 } dg_train_opts;
 
 /* Exit status of a run stopped by a preemption signal after its checkpoint
