@@ -6,7 +6,10 @@
  * Models (the same as bench/bf16_torch_bench.py, for PyTorch):
  *   mlp:    784-50-10 MLP (Linear, ReLU, Linear), batch 64, cross entropy;
  *   linear: one 1024 x 1024 Linear, batch 256, cross entropy over its
- *           1024 outputs (the input needs no gradient: forward + dW).
+ *           1024 outputs (the input needs no gradient: forward + dW);
+ *   cnn:    examples/mnist_cnn's net (conv 5x5x24, BN, max-pool, ReLU,
+ *           conv 5x5x32, BN, max-pool, ReLU, fc 256, ReLU, fc 10) on
+ *           random 1x28x28 inputs, batch 256 (its default), 5 steps a run.
  * A step is forward, backward, SGD update (lr 0.01) and the arena reset.
  * Each figure is the median over `repeats` runs (default 7) of the mean
  * step time of a run (mlp: 200 steps, linear: 10), after a warm-up run.
@@ -24,6 +27,7 @@
 #include <time.h>
 
 #include "dgrad/amp.h"
+#include "dgrad/nn.h"
 #include "dgrad/ops.h"
 #include "dgrad/optim.h"
 #include "dgrad/tensor.h"
@@ -106,6 +110,61 @@ static double bench_model(const model_def *md, bool amp, int repeats, int steps,
     return m;
 }
 
+/* median step time in seconds of examples/mnist_cnn's net (with BN) */
+static double bench_cnn(bool amp, int repeats, int steps, float *last_loss) {
+    dg_ctx *ctx = dg_ctx_new(DG_CPU);
+    dg_manual_seed(ctx, 1);
+    int64_t k5[2] = { 5, 5 }, k2[2] = { 2, 2 };
+    dg_module *m[12];
+    int n = 0;
+    m[n++] = dg_nn_conv2d(ctx, 1, 24, k5, NULL, NULL, NULL, 1, false);
+    m[n++] = dg_nn_batch_norm2d(ctx, 24);
+    m[n++] = dg_nn_max_pool2d(ctx, k2, NULL, NULL);
+    m[n++] = dg_nn_relu(ctx);
+    m[n++] = dg_nn_conv2d(ctx, 24, 32, k5, NULL, NULL, NULL, 1, false);
+    m[n++] = dg_nn_batch_norm2d(ctx, 32);
+    m[n++] = dg_nn_max_pool2d(ctx, k2, NULL, NULL);
+    m[n++] = dg_nn_relu(ctx);
+    m[n++] = dg_nn_flatten(ctx);
+    m[n++] = dg_nn_linear(ctx, 32 * 4 * 4, 256, true);
+    m[n++] = dg_nn_relu(ctx);
+    m[n++] = dg_nn_linear(ctx, 256, 10, true);
+    dg_module *net = dg_nn_sequential(ctx, n, m);
+    dg_tensor **ps;
+    int np = dg_module_parameters(net, &ps);
+    int64_t B = 256, xsh[4] = { 256, 1, 28, 28 };
+    float *xs = malloc(sizeof(float) * (size_t)(B * 784));
+    int32_t *ys = malloc(sizeof(int32_t) * (size_t)B);
+    for (int64_t i = 0; i < B * 784; i++) xs[i] = dg_rand_uniform(ctx);
+    for (int64_t i = 0; i < B; i++) ys[i] = (int32_t)(dg_rand_u64(ctx) % 10u);
+    dg_optim *opt = dg_optim_sgd(ps, np, dg_sgd_defaults(0.01f));
+    double *t = malloc(sizeof(double) * (size_t)repeats);
+    for (int r = -1; r < repeats; r++) {
+        double t0 = now();
+        for (int s = 0; s < steps; s++) {
+            dg_tensor *x = dg_tensor_from(ctx, DG_F32, 4, xsh, xs);
+            dg_tensor *y = dg_tensor_from(ctx, DG_I32, 1, &B, ys);
+            if (amp && dg_autocast_begin(ctx, DG_BF16) != DG_OK) {
+                fprintf(stderr, "bf16_bench: %s\n", dg_last_error());
+                exit(1);
+            }
+            dg_tensor *loss = dg_cross_entropy(dg_module_forward(net, x), y);
+            if (amp) dg_autocast_end(ctx);
+            dg_optim_zero_grad(opt);
+            dg_backward(loss);
+            dg_optim_step(opt);
+            *last_loss = dg_item(loss);
+            dg_ctx_reset_step(ctx);
+        }
+        if (r >= 0) t[r] = (now() - t0) / steps;
+    }
+    double med = median(t, repeats);
+    free(t); free(xs); free(ys);
+    dg_optim_free(opt);
+    dg_ctx_free(ctx);
+    return med;
+}
+
 static double bench_gemm(int which, int64_t m, int64_t n, int64_t k, int repeats) {
     float *a = malloc(sizeof(float) * (size_t)(m * k)), *b = malloc(sizeof(float) * (size_t)(k * n));
     float *c = malloc(sizeof(float) * (size_t)(m * n));
@@ -153,6 +212,12 @@ int main(int argc, char **argv) {
         double t16 = bench_model(ms[i].md, true, repeats, ms[i].steps, &l16);
         printf("%-24s fp32 %9.1f us/step   bf16 autocast %9.1f us/step   speedup %.2fx  "
                "(loss after: %.4f / %.4f)\n", ms[i].name, t32 * 1e6, t16 * 1e6, t32 / t16, l32, l16);
+    }
+    {
+        float l32 = 0, l16 = 0;
+        double t32 = bench_cnn(false, repeats, 5, &l32), t16 = bench_cnn(true, repeats, 5, &l16);
+        printf("%-24s fp32 %9.1f us/step   bf16 autocast %9.1f us/step   speedup %.2fx  "
+               "(loss after: %.4f / %.4f)\n", "cnn mnist_cnn b256", t32 * 1e6, t16 * 1e6, t32 / t16, l32, l16);
     }
     int64_t shapes[3][3] = { { 256, 1024, 1024 }, { 64, 50, 784 }, { 1024, 1024, 256 } };
     for (int i = 0; i < 3; i++) {

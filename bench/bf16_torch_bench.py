@@ -17,9 +17,19 @@ import torch.nn.functional as F
 torch.set_num_threads(1)
 
 
+def cnn():
+    """examples/mnist_cnn's net (with batch norm), as bench/torch_mnist_cnn.py."""
+    return nn.Sequential(nn.Conv2d(1, 24, 5, bias=False), nn.BatchNorm2d(24), nn.MaxPool2d(2), nn.ReLU(),
+                         nn.Conv2d(24, 32, 5, bias=False), nn.BatchNorm2d(32), nn.MaxPool2d(2), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
 def bench(model, batch, amp, repeats, steps):
     torch.manual_seed(1)
-    x = torch.rand(batch, model[0].in_features)
+    if isinstance(model[0], nn.Conv2d):
+        x = torch.rand(batch, 1, 28, 28)
+    else:
+        x = torch.rand(batch, model[0].in_features)
     y = torch.randint(0, model[-1].out_features, (batch,))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     times = []
@@ -42,7 +52,8 @@ def main():
     print("PyTorch %s, one thread, mkldnn bf16 %s; median of %d runs" %
           (torch.__version__, torch.backends.mkldnn.is_available(), repeats))
     cases = [("mlp 784-50-10 b64", lambda: nn.Sequential(nn.Linear(784, 50), nn.ReLU(), nn.Linear(50, 10)), 64, 200),
-             ("linear 1024x1024 b256", lambda: nn.Sequential(nn.Linear(1024, 1024)), 256, 10)]
+             ("linear 1024x1024 b256", lambda: nn.Sequential(nn.Linear(1024, 1024)), 256, 10),
+             ("cnn mnist_cnn b256", cnn, 256, 5)]
     for name, make, batch, steps in cases:
         t32, l32 = bench(make(), batch, False, repeats, steps)
         t16, l16 = bench(make(), batch, True, repeats, steps)
