@@ -7,7 +7,8 @@
  * Primitives, with their memory objects, are cached per shape (trans_a,
  * trans_b, m, n, k, lda, ldb, ldc, alpha, beta) in a small per-thread
  * table, so threads never share a primitive or its scratchpad and no lock
- * is taken. The engine is shared, created once.
+ * is taken; a thread's table is freed when it exits (the main thread's
+ * stays until the process ends). The engine is shared, created once.
  *
  * Threads: Debian's oneDNN is built with OpenMP (DNNL_CPU_RUNTIME_OMP), so
  * each call sets the calling thread's OpenMP team size to OpenBLAS's thread
@@ -48,11 +49,8 @@ typedef struct {
 static dnnl_engine_t g_engine;
 static bool g_engine_ok;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static pthread_key_t g_key;   /* its destructor frees a thread's cache at thread exit */
 static _Thread_local cache t_cache;
-
-static void engine_init(void) {
-    g_engine_ok = dnnl_engine_create(&g_engine, dnnl_cpu, 0) == dnnl_success;
-}
 
 static void slot_free(slot *s) {
     if (!s->used) return;
@@ -61,6 +59,18 @@ static void slot_free(slot *s) {
     dnnl_memory_destroy(s->mb);
     dnnl_memory_destroy(s->mc);
     memset(s, 0, sizeof *s);
+}
+
+static void cache_free(void *p) {
+    cache *c = p;
+    for (int i = 0; i < CACHE_SLOTS; i++) slot_free(&c->s[i]);
+    if (c->stream) dnnl_stream_destroy(c->stream);
+    c->stream = NULL;
+}
+
+static void engine_init(void) {
+    g_engine_ok = pthread_key_create(&g_key, cache_free) == 0 &&
+                  dnnl_engine_create(&g_engine, dnnl_cpu, 0) == dnnl_success;
 }
 
 static bool md_2d(dnnl_memory_desc_t *md, int64_t r, int64_t c, int64_t sr, int64_t sc,
@@ -151,6 +161,7 @@ bool dg__dnnl_gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float
         ch->stream = NULL;
         return false;
     }
+    if (!pthread_getspecific(g_key)) pthread_setspecific(g_key, ch);
     slot *s = lookup(ta, tb, m, n, k, lda, ldb, ldc, alpha, beta);
     if (!s) return false;
     int nt = openblas_get_num_threads();
