@@ -105,6 +105,9 @@ struct dg_ctx {
 void dg__tensor_header_init(dg_tensor *t, dg_ctx *ctx, dg_dtype dtype, int ndim,
                             const int64_t *shape, void *data);
 dg_tensor *dg__tensor_alloc(dg_ctx *ctx, dg_dtype dtype, int ndim, const int64_t *shape);
+/* t viewed with shape (ndim dims, broadcast from the right: stride 0 on
+ * new and size-1 dims); a struct, not an arena tensor (ops.c). */
+dg_tensor dg__expand(const dg_tensor *t, int ndim, const int64_t *shape);
 dg_tensor *dg__view(dg_tensor *base, int ndim, const int64_t *shape,
                     const int64_t *stride, void *data);
 dg_node *dg__record(dg_ctx *ctx, const char *name, dg_backward_fn fn, dg_tensor *out,

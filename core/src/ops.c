@@ -49,7 +49,7 @@ static dg_tensor *grad_slot_zeroed(dg_tensor *t) {
 
 /* A stack copy of t viewed with ndim dims and shape, right-aligned, with
  * stride 0 along broadcast dims. */
-static dg_tensor expand(const dg_tensor *t, int ndim, const int64_t *shape) {
+dg_tensor dg__expand(const dg_tensor *t, int ndim, const int64_t *shape) {
     dg_tensor e = *t;
     int off = ndim - t->ndim;
     DG_ASSERT(off >= 0);
@@ -125,10 +125,10 @@ static void grad_bcast(dg_tensor *t, dg_binop op, const dg_tensor *x, const dg_t
     bool acc;
     dg_tensor *g = dg__grad_slot(t, &acc);
     if (!g) return;
-    dg_tensor ex = expand(x, ndim, shape);
-    dg_tensor ey = y ? expand(y, ndim, shape) : ex;
+    dg_tensor ex = dg__expand(x, ndim, shape);
+    dg_tensor ey = y ? dg__expand(y, ndim, shape) : ex;
     if (prod(shape, 0, ndim) == dg_numel(t) && t->ndim <= ndim) {
-        dg_tensor eg = expand(g, ndim, shape);   /* same numel: no broadcast */
+        dg_tensor eg = dg__expand(g, ndim, shape);   /* same numel: no broadcast */
         BE(t)->math.binary(op, &eg, &ex, &ey, alpha, acc);
         return;
     }
@@ -179,7 +179,7 @@ static dg_tensor *binary_op(const char *name, dg_binop op, dg_tensor *a, dg_tens
     int64_t shape[DG_MAX_DIMS];
     if (!broadcast_shapes(name, a, b, &nd, shape)) return NULL;
     dg_tensor *out = dg__tensor_alloc(a->ctx, DG_F32, nd, shape);
-    dg_tensor ea = expand(a, nd, shape), eb = expand(b, nd, shape);
+    dg_tensor ea = dg__expand(a, nd, shape), eb = dg__expand(b, nd, shape);
     BE(a)->math.binary(op, out, &ea, &eb, 1.0f, false);
     dg_tensor *in[2] = { a, b };
     if (dg__needs_grad(a->ctx, 2, in)) {
@@ -347,7 +347,7 @@ static dg_tensor as_batched(const dg_tensor *t, bool is_vec_left, bool is_vec_ri
     memcpy(shape, bshape, sizeof(int64_t) * (size_t)nb);
     shape[nb] = v.shape[v.ndim - 2];
     shape[nb + 1] = v.shape[v.ndim - 1];
-    return expand(&v, nb + 2, shape);
+    return dg__expand(&v, nb + 2, shape);
 }
 
 static void matmul_backward(dg_node *n) {
@@ -520,7 +520,7 @@ dg_tensor *dg_linear(dg_tensor *x, dg_tensor *weight, dg_tensor *bias) {
     shape[x->ndim - 1] = out_f;
     dg_tensor *out = dg__tensor_alloc(x->ctx, DG_F32, x->ndim, shape);
     if (bias) {   /* out = bias (each row), then out += x W^T */
-        dg_tensor eb = expand(bias, out->ndim, out->shape);
+        dg_tensor eb = dg__expand(bias, out->ndim, out->shape);
         BE(x)->math.binary(DG_BIN_COPY, out, &eb, &eb, 1.0f, false);
     }
     BE(x)->math.gemm(false, true, rows, out_f, in_f, 1.0f, x->data, in_f, weight->data, in_f,

@@ -63,20 +63,6 @@ static int norm_dim(const char *op, int nd, int dim, const dg_tensor *t) {
     return dim < 0 ? dim + nd : dim;
 }
 
-/* t viewed with ndim dims (right-aligned), stride 0 along broadcast dims. */
-static dg_tensor expand(const dg_tensor *t, int ndim, const int64_t *shape) {
-    dg_tensor e = *t;
-    int off = ndim - t->ndim;
-    DG_ASSERT(off >= 0);
-    e.ndim = ndim;
-    for (int d = 0; d < ndim; d++) {
-        int s = d - off;
-        e.shape[d] = shape[d];
-        e.stride[d] = (s < 0 || t->shape[s] == 1) ? 0 : t->stride[s];
-    }
-    return e;
-}
-
 /* Broadcast shape of n tensors; false (no message) if they do not fit. */
 static bool broadcast(int n, dg_tensor *const *ts, int *ndim, int64_t *shape) {
     int nd = 0;
@@ -494,7 +480,7 @@ static void where_backward(dg_node *n) {
 static const float *full_of(dg_tensor *a, int nd, const int64_t *shape) {
     if (dg_is_contiguous(a) && dg_numel(a) == prod(shape, 0, nd)) return a->data;
     dg_tensor *f = dg__tensor_alloc(a->ctx, DG_F32, nd, shape);
-    dg_tensor e = expand(a, nd, shape);
+    dg_tensor e = dg__expand(a, nd, shape);
     BE(a)->math.binary(DG_BIN_COPY, f, &e, &e, 1.0f, false);
     return f->data;
 }
@@ -504,7 +490,7 @@ static dg_tensor *where_impl(const char *name, dg_tensor *cond, dg_tensor *a, dg
                              const int64_t *shape) {
     dg_ctx *ctx = a->ctx;
     dg_tensor *m = dg__tensor_alloc(ctx, DG_U8, nd, shape);
-    dg_tensor ec = expand(cond, nd, shape);
+    dg_tensor ec = dg__expand(cond, nd, shape);
     ctx->be->seq.mask_from(m->data, &ec);
     const float *af = full_of(a, nd, shape), *bf = full_of(b, nd, shape);
     dg_tensor *out = dg__tensor_alloc(ctx, DG_F32, nd, shape);
