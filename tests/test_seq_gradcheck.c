@@ -55,6 +55,7 @@ static dg_tensor *forward(const scase *c, dg_ctx *ctx, dg_tensor **p) {
     static const int32_t gidx[12] = {2, 0, 1, 1, 0, 0, 2, 1, 1, 2, 0, 2};
     static const int32_t mask[12] = {1, 0, 0, 1, 0, 1, 1, 0, 0, 0, 1, 0};
     static const int32_t kpm[8] = {0, 0, 1, 1, 1, 0, 0, 0};
+    static const int32_t kpm_c[8] = {0, 1, 1, 0, 0, 0, 0, 1}; /* key 0 kept: no causal row all masked */
     int64_t s23[2] = {2, 3}, s34[2] = {3, 4}, s6 = 3, s24[2] = {2, 4}, s231[3] = {2, 3, 1};
     switch (c->op) {
     case S_TANH: return dg_tanh(p[0]);
@@ -75,7 +76,7 @@ static dg_tensor *forward(const scase *c, dg_ctx *ctx, dg_tensor **p) {
     case S_WHERE: return dg_where(ints(ctx, 3, s231, mask + 4), p[0], p[1]);
     case S_SDPA: return dg_scaled_dot_product_attention(p[0], p[1], p[2], NULL, false);
     case S_SDPA_CAUSAL_KPM:
-        return dg_scaled_dot_product_attention(p[0], p[1], p[2], ints(ctx, 2, s24, kpm + 3), true);
+        return dg_scaled_dot_product_attention(p[0], p[1], p[2], ints(ctx, 2, s24, kpm_c), true);
     case S_SDPA3_KPM:
         return dg_scaled_dot_product_attention(p[0], p[1], p[2], ints(ctx, 2, s24, kpm), false);
     case S_LSTM: return rnn(ctx, p, false, true);

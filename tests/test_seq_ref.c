@@ -393,7 +393,7 @@ static void test_bad_input(void) {
     int64_t ws[2] = {7, 4}, is[1] = {4};
     float wv[28] = {0};
     dg_tensor *w = dg_tensor_from(ctx, DG_F32, 2, ws, wv);
-    int32_t bad_idx[4] = {0, 3, 9, 1}, neg_idx[4] = {0, -2, 1, 1};
+    int32_t bad_idx[4] = {0, 3, 9, 1}, neg_idx[4] = {0, -2, 1, 1}, pad_idx[4] = {1, 1, 0, 2};
     expect_error("embedding index 9", dg_embedding(w, dg_tensor_from(ctx, DG_I32, 1, is, bad_idx),
                                                    DG_NO_PADDING_IDX),
                  "indices[2] = 9", "[0, 7)");
@@ -401,7 +401,7 @@ static void test_bad_input(void) {
                                                     DG_NO_PADDING_IDX),
                  "indices[1] = -2", NULL);
     expect_error("embedding padding_idx 7",
-                 dg_embedding(w, dg_tensor_from(ctx, DG_I32, 1, is, neg_idx + 2), 7), "padding_idx 7",
+                 dg_embedding(w, dg_tensor_from(ctx, DG_I32, 1, is, pad_idx), 7), "padding_idx 7",
                  NULL);
 
     int64_t xs[3] = {2, 3, 4}, ms[2] = {2, 5};
