@@ -38,3 +38,20 @@ if(DG_HAVE_MPI AND DG_MPIEXEC)
     PASS_REGULAR_EXPRESSION "rank 0: the step the last rank never took: dg_comm_[a-z]*: timed out after 3 s"
     FAIL_REGULAR_EXPRESSION "FAIL")
 endif()
+
+# examples/mnist_vit's ViT with LayerDrop (p 0.5): the ranks skip different
+# blocks; gradients = the average of the ranks' own, replicas agree.
+add_executable(test_ddp_vit ${CMAKE_CURRENT_SOURCE_DIR}/ddp/test_ddp_vit.c
+                            ${PROJECT_SOURCE_DIR}/examples/vit.c)
+target_link_libraries(test_ddp_vit PRIVATE dgrad_comm m)
+add_test(NAME ddp_vit_plain COMMAND test_ddp_vit)
+set_tests_properties(ddp_vit_plain PROPERTIES TIMEOUT 120 ENVIRONMENT "${DG_DDP_TEST_ENV}")
+if(DG_HAVE_MPI AND DG_MPIEXEC)
+  foreach(np 2 3)
+    add_test(NAME ddp_vit_np${np}
+             COMMAND ${DG_MPIEXEC} --allow-run-as-root --oversubscribe --bind-to none
+                     --mca btl self,vader -n ${np} $<TARGET_FILE:test_ddp_vit>)
+    set_tests_properties(ddp_vit_np${np} PROPERTIES TIMEOUT 300 ENVIRONMENT "${DG_DDP_TEST_ENV}"
+      PASS_REGULAR_EXPRESSION "passed on ${np} ranks" FAIL_REGULAR_EXPRESSION "FAIL")
+  endforeach()
+endif()

@@ -164,6 +164,8 @@ static int check_combinations(const dg_train_program *p, const dg_train_opts *o)
         msg = "--cuda-graph needs --device cuda";
     else if (o->cuda_graph && strcmp(o->sched, "none"))   /* the captured optimizer step keeps its lr */
         msg = "--cuda-graph needs --sched none (a captured step cannot follow a schedule)";
+    else if (o->cuda_graph && p->begin_step)   /* the graph changes per step */
+        msg = "--cuda-graph cannot replay a model whose graph changes per step (it has a begin_step hook)";
     if (!msg) return 0;
     fprintf(stderr, "%s: %s\n", p->prog, msg);
     return 2;
@@ -921,6 +923,7 @@ static int eager_step(trainer *t, dg_tensor *x, dg_tensor *y, int64_t b, double 
     *counted = true;
     if (t->gs.warmup > 0) t->gs.warmup--;
     if (sync_buffers(t->ddp, t->bufs, t->nb, t->world)) return fail(t, "broadcast of buffers: ");
+    if (p->begin_step) p->begin_step(t->gstep, t->rank, t->world, p->user);
     dg_timeline_begin(t->ob.tl, "forward", DG_TIMELINE_COMPUTE);
     bool amp = t->o.amp && !strcmp(t->o.amp, "bf16");   /* --amp bf16 */
     if (amp && dg_autocast_begin(t->ctx, DG_BF16)) return fail(t, "--amp bf16: ");

@@ -185,6 +185,13 @@ typedef struct {
      * shards it). DG_ERR with a message on error. */
     dg_status (*load_data)(const dg_train_opts *o, dg_dataset *train, dg_dataset *test, void *user);
 
+    /* Optional: called on every rank before each training step's forward
+     * pass with the step's index (0-based over the whole run, so a resumed
+     * run sees the numbers the uninterrupted one did), the rank and the
+     * number of ranks. A model whose graph changes per step (LayerDrop, a
+     * branch taken by chance) decides its choice here, from the seed, the
+     * step and the rank. Not with --cuda-graph (one captured graph). */
+    void (*begin_step)(int64_t step, int rank, int world, void *user);
     /* Optional: flags of the program's own, written into extra_target
      * (the user struct, say). Boolean ones appear in the --json line. */
     const dg_flag *extra_flags;
