@@ -30,6 +30,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -148,23 +149,65 @@ static enum MHD_Result model_metadata(app *a, struct MHD_Connection *c) {
     return send_json(c, 200, j);
 }
 
-/* Runs an inference body (v2 or v1); the response or an error. */
-static int infer(app *a, const conn_state *cs, bool v2, json_t **out, http_error *e) {
+/* A growing response text. */
+typedef struct {
+    char *s;
+    size_t len, cap;
+    bool oom;
+} text;
+
+static void text_need(text *t, size_t n) {
+    if (t->oom || t->len + n + 1 <= t->cap) return;
+    size_t nc = t->cap ? t->cap : 256;
+    while (nc < t->len + n + 1) nc *= 2;
+    char *p = realloc(t->s, nc);
+    if (!p) {
+        t->oom = true;
+        return;
+    }
+    t->s = p;
+    t->cap = nc;
+}
+
+static void text_add(text *t, const char *s, size_t n) {
+    text_need(t, n);
+    if (t->oom) return;
+    memcpy(t->s + t->len, s, n);
+    t->len += n;
+    t->s[t->len] = '\0';
+}
+
+static void text_str(text *t, const char *s) { text_add(t, s, strlen(s)); }
+
+static void text_floats(text *t, const float *y, int64_t n) {
+    text_need(t, (size_t)n * 17 + 2);
+    if (t->oom) return;
+    t->s[t->len++] = '[';
+    for (int64_t i = 0; i < n; i++) {
+        if (i) t->s[t->len++] = ',';
+        t->len += dgs_format_float(t->s + t->len, y[i]);
+    }
+    t->s[t->len++] = ']';
+    t->s[t->len] = '\0';
+}
+
+/* Runs an inference body (v2 or v1); the response text (malloc'd) or an error. */
+static int infer(app *a, const conn_state *cs, bool v2, char **out, http_error *e) {
     if (cs->too_big) return dgs_fail(e, 413, "body: larger than %zu bytes", a->o.max_body);
     dgs_model *sm = dgs_model_acquire(a->s);
-    float *x = NULL, *y = NULL;
-    int64_t n = 0;
+    float *y = NULL;
     int64_t ms[DG_MAX_DIMS];
     int mnd = dg_infer_model_input_shape(sm->m, ms);
-    json_t *root = NULL;
-    int code = dgs_parse_request(cs->body, cs->len, v2, ms, mnd, a->o.max_request_batch, &root, &x, &n, e);
+    dgs_body b;
+    int code = dgs_parse_request(cs->body, cs->len, v2, ms, mnd, a->o.max_request_batch, &b, e);
+    int64_t n = b.n;
     if (!code) tl_batch = n;
     int64_t osz = dg_infer_model_output_size(sm->m);
     if (!code) {
         y = malloc((size_t)(n * osz) * sizeof *y);
         if (!y) code = dgs_fail(e, 500, "out of memory");
     }
-    dgs_request req = { .model = sm, .x = x, .n = n, .y = y };
+    dgs_request req = { .model = sm, .x = b.x, .n = n, .y = y };
     if (!code) {
         dgs_submit_result r = dgs_submit(a->s, &req);
         if (r == DGS_FULL) {
@@ -177,34 +220,54 @@ static int infer(app *a, const conn_state *cs, bool v2, json_t **out, http_error
             if (req.status) code = dgs_fail(e, 500, "inference failed: %s", req.err);
         }
     }
+    for (int64_t i = 0; !code && i < n * osz; i++)   /* JSON has no NaN or infinity */
+        if (!isfinite(y[i]))
+            code = dgs_fail(e, 500, "inference failed: output %lld of sample %lld is %s", (long long)(i % osz),
+                            (long long)(i / osz), isnan(y[i]) ? "NaN" : "infinite");
     if (!code) {
         int64_t os[DG_MAX_DIMS];
         int ond = dg_infer_model_output_shape(sm->m, os);
+        text t = { 0 };
+        char buf[64];
         if (v2) {
-            json_t *data = json_array(), *shape = json_array();
-            for (int64_t i = 0; i < n * osz; i++) json_array_append_new(data, json_real(y[i]));
-            json_array_append_new(shape, json_integer(n));
-            for (int i = 0; i < ond; i++) json_array_append_new(shape, json_integer(os[i]));
-            char ver[32];
-            snprintf(ver, sizeof ver, "%lld", (long long)sm->version);
-            *out = json_pack("{s:s,s:s,s:[{s:s,s:s,s:o,s:o}]}", "model_name", a->o.name, "model_version", ver,
-                             "outputs", "name", "output", "datatype", "FP32", "shape", shape, "data", data);
-            json_t *id = json_object_get(root, "id");
-            if (json_is_string(id)) json_object_set(*out, "id", id);
-        } else {
-            json_t *preds = json_array();
-            for (int64_t i = 0; i < n; i++) {
-                json_t *p = json_array();
-                for (int64_t k = 0; k < osz; k++) json_array_append_new(p, json_real(y[i * osz + k]));
-                json_array_append_new(preds, p);
+            text_str(&t, "{\"model_name\":\"");
+            text_str(&t, a->o.name);   /* checked at start: [A-Za-z0-9_.-] */
+            snprintf(buf, sizeof buf, "\",\"model_version\":\"%lld\",", (long long)sm->version);
+            text_str(&t, buf);
+            text_str(&t, "\"outputs\":[{\"name\":\"output\",\"datatype\":\"FP32\",\"shape\":[");
+            snprintf(buf, sizeof buf, "%lld", (long long)n);
+            text_str(&t, buf);
+            for (int i = 0; i < ond; i++) {
+                snprintf(buf, sizeof buf, ",%lld", (long long)os[i]);
+                text_str(&t, buf);
             }
-            *out = json_pack("{s:o}", "predictions", preds);
+            text_str(&t, "],\"data\":");
+            text_floats(&t, y, n * osz);
+            text_str(&t, "}]");
+            if (b.id) {   /* its JSON text, checked by the parser */
+                text_str(&t, ",\"id\":\"");
+                text_add(&t, b.id, b.id_len);
+                text_str(&t, "\"");
+            }
+            text_str(&t, "}");
+        } else {
+            text_str(&t, "{\"predictions\":[");
+            for (int64_t i = 0; i < n; i++) {
+                if (i) text_str(&t, ",");
+                text_floats(&t, y + i * osz, osz);
+            }
+            text_str(&t, "]}");
+        }
+        if (t.oom) {
+            free(t.s);
+            code = dgs_fail(e, 500, "out of memory");
+        } else {
+            *out = t.s;
         }
     }
-    free(x);
+    free(b.x);
     free(y);
     dgs_model_release(a->s, sm);
-    json_decref(root);
     return code;
 }
 
@@ -261,7 +324,7 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
     const char *endpoint = "other", *allow = NULL;
     http_error e = { 0 };
     json_t *j = NULL;
-    char *metrics = NULL;
+    char *metrics = NULL, *answer = NULL;
     bool unknown_model = false, unknown_v1 = false;
     const char *rest;
     int code = 200;
@@ -294,7 +357,7 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
             } else allow = "GET";
         } else if (!strcmp(rest, "/infer")) {
             endpoint = "infer";
-            if (post) code = infer(a, cs, true, &j, &e) ? e.code : 200;
+            if (post) code = infer(a, cs, true, &answer, &e) ? e.code : 200;
             else allow = "POST";
         } else {
             code = dgs_fail(&e, 404, "no endpoint %s", url);
@@ -312,7 +375,7 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
             } else allow = "GET";
         } else if (!strcmp(rest, ":predict")) {
             endpoint = "predict";
-            if (post) code = infer(a, cs, false, &j, &e) ? e.code : 200;
+            if (post) code = infer(a, cs, false, &answer, &e) ? e.code : 200;
             else allow = "POST";
         } else {
             code = dgs_fail(&e, 404, "no endpoint %s", url);
@@ -333,6 +396,7 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
     if (e.code) {
         json_decref(j);
         free(metrics);
+        free(answer);
         if (allow) {
             json_t *ej = json_pack("{s:s}", "error", e.msg);
             char *text = json_dumps(ej, JSON_COMPACT);
@@ -349,6 +413,7 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
         return send_error(c, &e);
     }
     if (metrics) return send_text(c, 200, metrics, "text/plain; version=0.0.4", NULL);
+    if (answer) return send_text(c, 200, answer, "application/json", NULL);
     return send_json(c, code, j);
 }
 
@@ -499,7 +564,8 @@ int main(int argc, char **argv) {
         char *dot = strrchr(a.o.name, '.');
         if (dot && dot != a.o.name) *dot = '\0';
     }
-    if (!a.o.name[0] || strpbrk(a.o.name, "/:?# ")) return usage("--name: must be non-empty, without / : ? # or spaces");
+    if (!a.o.name[0] || a.o.name[strspn(a.o.name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")])
+        return usage("--name: must be non-empty, of letters, digits, '_', '.' and '-' (the model file's name is the default)");
     struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)a.o.port) };
     if (inet_pton(AF_INET, a.o.host, &addr.sin_addr) != 1) return usage("--host: not an IPv4 address");
 

@@ -12,3 +12,10 @@ if(TARGET dgserve AND DG_CURL AND DG_MNIST_DIR AND Python3_Interpreter_FOUND)
 elseif(NOT TARGET dgserve)
   message(STATUS "dgrad tests: test_serve left out (dgserve is not built)")
 endif()
+
+# dgserve's request reader on its own (no HTTP, no jansson): numbers read
+# as strtod reads them, the fields of v2 and v1 bodies, and every kind of
+# bad body naming its field or its line and column.
+dg_add_test(test_request test_request.c ${PROJECT_SOURCE_DIR}/serve/request.c)
+target_include_directories(test_request PRIVATE ${PROJECT_SOURCE_DIR}/serve)
+set_tests_properties(test_request PROPERTIES LABELS serve)
