@@ -1,6 +1,6 @@
 /* dgserve - an HTTP/1.1 inference server for ONNX models, on dgrad.
  *
- *   dgserve --model PATH.onnx [--name NAME] [--host 127.0.0.1] [--port 8080]
+ *   dgserve --model PATH.onnx | --model-dir DIR  [--name NAME] [--host 127.0.0.1] [--port 8080]
  *           [--workers 2] [--max-batch 32] [--max-delay-ms 2] [--queue 128]
  *           [--max-request-batch 1024] [--max-body-mb 64] [--drain-timeout-s 30]
  *           [--blas-threads 1] [--access-log FILE|-]
@@ -16,6 +16,10 @@
  * Requests are batched across clients (server.h). A full queue answers 503
  * with Retry-After. SIGHUP reloads the model file (requests in flight
  * finish on the old model; a file that does not load keeps the old one).
+ * --model-dir DIR serves the newest *.onnx file of DIR (by mtime) and
+ * watches DIR (inotify): a .onnx file written and closed, or renamed into
+ * it, is loaded if it is the newest, as SIGHUP would. A broken file is
+ * counted as a failed reload once, and not tried again until it changes.
  * SIGTERM or SIGINT: stop listening, finish what was accepted, exit 0.
  * --access-log FILE (appended; - for stderr): one JSON line per request,
  *   {"time": "2026-12-06T13:40:00.123Z", "method", "path", "status",
@@ -33,7 +37,11 @@
 #include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +50,8 @@
 #include <unistd.h>
 
 typedef struct {
-    const char *model_path;
+    const char *model_path;     /* --model, or NULL with --model-dir */
+    const char *model_dir;      /* --model-dir: the newest *.onnx there, watched */
     char name[128];
     const char *host;
     int port;
@@ -58,6 +67,10 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int active;                 /* requests begun and not completed */
+    pthread_mutex_t reload_mu;  /* one reload at a time (SIGHUP, the watcher) */
+    char served[4096];          /* the file served, and its identity: */
+    struct stat served_st;      /* a --model-dir file is loaded once per version */
+    int stop_fd[2];             /* the watcher's wake-up pipe */
 } app;
 
 static void active_add(app *a, int d) {
@@ -470,12 +483,132 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
     *con_cls = NULL;
 }
 
+/* ---- the model file ------------------------------------------------------------------------ */
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+/* The newest regular *.onnx file of dir (latest mtime; of equal ones the
+ * last name) into path, its stat into st; false if there is none. */
+static bool newest_model(const char *dir, char *path, size_t n, struct stat *st) {
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    bool found = false;
+    char best[256] = "";
+    struct stat bst = { 0 };
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.' || !ends_with(e->d_name, ".onnx") || strlen(e->d_name) >= sizeof best) continue;
+        char p[4096];
+        struct stat s;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (stat(p, &s) || !S_ISREG(s.st_mode)) continue;
+        int newer = !found ? 1
+                    : s.st_mtim.tv_sec != bst.st_mtim.tv_sec   ? (s.st_mtim.tv_sec > bst.st_mtim.tv_sec ? 1 : -1)
+                    : s.st_mtim.tv_nsec != bst.st_mtim.tv_nsec ? (s.st_mtim.tv_nsec > bst.st_mtim.tv_nsec ? 1 : -1)
+                                                               : (strcmp(e->d_name, best) > 0 ? 1 : -1);
+        if (newer > 0) {
+            snprintf(best, sizeof best, "%s", e->d_name);
+            bst = s;
+            found = true;
+        }
+    }
+    closedir(d);
+    if (found) {
+        snprintf(path, n, "%s/%s", dir, best);
+        *st = bst;
+    }
+    return found;
+}
+
+static bool same_file(const struct stat *a, const struct stat *b) {
+    return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* Loads the model to serve now: --model's file, or --model-dir's newest.
+ * NULL with a message (dg_last_error) when it does not load. With
+ * only_new, a --model-dir file already tried gives NULL and *unchanged. */
+static dg_infer_model *load_model(app *a, bool only_new, bool *unchanged) {
+    *unchanged = false;
+    dg_clear_error();
+    if (a->o.model_path) {
+        snprintf(a->served, sizeof a->served, "%s", a->o.model_path);
+        return dg_onnx_load(a->o.model_path);
+    }
+    char path[4096];
+    struct stat st;
+    if (!newest_model(a->o.model_dir, path, sizeof path, &st)) {
+        dg_set_error("--model-dir %s: no *.onnx file in it", a->o.model_dir);
+        return NULL;
+    }
+    if (only_new && !strcmp(path, a->served) && same_file(&st, &a->served_st)) {
+        *unchanged = true;
+        return NULL;
+    }
+    snprintf(a->served, sizeof a->served, "%s", path);   /* tried: a broken file is not retried until it changes */
+    a->served_st = st;
+    return dg_onnx_load(path);
+}
+
+/* Reloads (why: "SIGHUP" or "watch") and swaps the model in; requests in
+ * flight finish on the old one, and a file that does not load keeps it. */
+static void reload(app *a, const char *why, bool only_new) {
+    pthread_mutex_lock(&a->reload_mu);
+    bool unchanged;
+    dg_infer_model *nm = load_model(a, only_new, &unchanged);
+    if (nm) {
+        int64_t v = dgs_model_swap(a->s, nm);
+        dgs_count_reload(a->s, true);
+        printf("dgserve: %s: reloaded %s (version %lld)\n", why, a->served, (long long)v);
+    } else if (!unchanged) {
+        dgs_count_reload(a->s, false);
+        printf("dgserve: %s: reload failed, still serving the previous model: %s\n", why, dg_last_error());
+    }
+    fflush(stdout);
+    pthread_mutex_unlock(&a->reload_mu);
+}
+
+/* --model-dir: a file closed after writing, or moved in (write, then
+ * rename, as a trainer should), reloads the newest model. */
+static void *watch_main(void *p) {
+    app *a = p;
+    int fd = inotify_init1(IN_CLOEXEC);
+    if (fd < 0 || inotify_add_watch(fd, a->o.model_dir, IN_CLOSE_WRITE | IN_MOVED_TO) < 0) {
+        fprintf(stderr, "dgserve: --model-dir %s: cannot watch it (%s); SIGHUP still reloads\n", a->o.model_dir,
+                strerror(errno));
+        if (fd >= 0) close(fd);
+        return NULL;
+    }
+    char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        struct pollfd fds[2] = { { .fd = fd, .events = POLLIN }, { .fd = a->stop_fd[0], .events = POLLIN } };
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (fds[1].revents) break;
+        ssize_t n = read(fd, buf, sizeof buf);
+        bool model = false;
+        for (char *q = buf; n > 0 && q < buf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)q;
+            if (ev->len && ev->name[0] != '.' && ends_with(ev->name, ".onnx")) model = true;
+            q += sizeof *ev + ev->len;
+        }
+        if (model) reload(a, "watch", true);
+    }
+    close(fd);
+    return NULL;
+}
+
 /* ---- main ----------------------------------------------------------------------------------- */
 
 static int usage(const char *msg) {
     if (msg) fprintf(stderr, "dgserve: %s\n", msg);
     fprintf(stderr,
-            "usage: dgserve --model PATH.onnx [--name NAME] [--host ADDR] [--port N] [--workers N]\n"
+            "usage: dgserve --model PATH.onnx | --model-dir DIR  [--name NAME] [--host ADDR] [--port N]\n"
+            "               [--workers N]\n"
             "               [--max-batch N] [--max-delay-ms X] [--queue N] [--max-request-batch N]\n"
             "               [--max-body-mb N] [--drain-timeout-s X] [--blas-threads N]\n"
             "               [--access-log FILE|-]\n");
@@ -511,6 +644,7 @@ int main(int argc, char **argv) {
         const char *v = argv[++i];
         double d;
         if (!strcmp(f, "--model")) a.o.model_path = v;
+        else if (!strcmp(f, "--model-dir")) a.o.model_dir = v;
         else if (!strcmp(f, "--name")) name = v;
         else if (!strcmp(f, "--host")) a.o.host = v;
         else if (!strcmp(f, "--port")) {
@@ -556,12 +690,22 @@ int main(int argc, char **argv) {
             return usage(msg);
         }
     }
-    if (!a.o.model_path) return usage("--model PATH.onnx is required");
+    if (!a.o.model_path == !a.o.model_dir) return usage("give one of --model PATH.onnx and --model-dir DIR");
+    if (a.o.model_dir) {
+        struct stat st;
+        if (stat(a.o.model_dir, &st) || !S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "dgserve: --model-dir %s: not a directory\n", a.o.model_dir);
+            return 2;
+        }
+    }
     if (name) snprintf(a.o.name, sizeof a.o.name, "%s", name);
-    else {
-        const char *b = strrchr(a.o.model_path, '/');
-        snprintf(a.o.name, sizeof a.o.name, "%s", b ? b + 1 : a.o.model_path);
-        char *dot = strrchr(a.o.name, '.');
+    else {   /* the file's name without .onnx, or the directory's */
+        char p[4096];
+        snprintf(p, sizeof p, "%s", a.o.model_path ? a.o.model_path : a.o.model_dir);
+        for (size_t k = strlen(p); k > 1 && p[k - 1] == '/'; k--) p[k - 1] = '\0';
+        const char *b = strrchr(p, '/');
+        snprintf(a.o.name, sizeof a.o.name, "%s", b ? b + 1 : p);
+        char *dot = a.o.model_path ? strrchr(a.o.name, '.') : NULL;
         if (dot && dot != a.o.name) *dot = '\0';
     }
     if (!a.o.name[0] || a.o.name[strspn(a.o.name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")])
@@ -569,7 +713,9 @@ int main(int argc, char **argv) {
     struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)a.o.port) };
     if (inet_pton(AF_INET, a.o.host, &addr.sin_addr) != 1) return usage("--host: not an IPv4 address");
 
-    dg_infer_model *m = dg_onnx_load(a.o.model_path);
+    pthread_mutex_init(&a.reload_mu, NULL);
+    bool unchanged;
+    dg_infer_model *m = load_model(&a, false, &unchanged);
     if (!m) {
         fprintf(stderr, "dgserve: %s\n", dg_last_error());
         return 1;
@@ -599,16 +745,27 @@ int main(int argc, char **argv) {
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     int port = info ? info->port : a.o.port;
+    pthread_t watcher;
+    bool watching = false;
+    if (a.o.model_dir) {
+        if (pipe(a.stop_fd) || pthread_create(&watcher, NULL, watch_main, &a)) {
+            fprintf(stderr, "dgserve: --model-dir: cannot start the watcher: %s\n", strerror(errno));
+            MHD_stop_daemon(d);
+            dgs_server_free(a.s);
+            return 1;
+        }
+        watching = true;
+    }
     {
         dgs_model *sm = dgs_model_acquire(a.s);
         int64_t is[DG_MAX_DIMS], os[DG_MAX_DIMS];
         char b1[128], b2[128];
         int ind = dg_infer_model_input_shape(sm->m, is), ond = dg_infer_model_output_shape(sm->m, os);
         printf("dgserve: serving '%s' (input %s, output %s, %d ops) on http://%s:%d with %d workers, "
-               "max batch %lld, max delay %g ms, queue %d\n",
+               "max batch %lld, max delay %g ms, queue %d; from %s%s\n",
                a.o.name, dgs_shape_text(is, ind, true, b1, sizeof b1), dgs_shape_text(os, ond, true, b2, sizeof b2),
                dg_infer_model_num_ops(sm->m), a.o.host, port, cfg.workers, (long long)cfg.max_batch,
-               cfg.max_delay_s * 1000, cfg.queue_cap);
+               cfg.max_delay_s * 1000, cfg.queue_cap, a.served, a.o.model_dir ? " (watching its directory)" : "");
         fflush(stdout);
         dgs_model_release(a.s, sm);
     }
@@ -617,17 +774,7 @@ int main(int argc, char **argv) {
         int sig = 0;
         if (sigwait(&sigs, &sig)) continue;
         if (sig == SIGHUP) {
-            dg_clear_error();
-            dg_infer_model *nm = dg_onnx_load(a.o.model_path);
-            if (nm) {
-                int64_t v = dgs_model_swap(a.s, nm);
-                dgs_count_reload(a.s, true);
-                printf("dgserve: SIGHUP: reloaded %s (version %lld)\n", a.o.model_path, (long long)v);
-            } else {
-                dgs_count_reload(a.s, false);
-                printf("dgserve: SIGHUP: reload failed, still serving the previous model: %s\n", dg_last_error());
-            }
-            fflush(stdout);
+            reload(&a, "SIGHUP", false);
             continue;
         }
         printf("dgserve: %s: draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -641,6 +788,10 @@ int main(int argc, char **argv) {
             rc = 1;
         }
         break;
+    }
+    if (watching) {
+        if (write(a.stop_fd[1], "x", 1) != 1) DG_ASSERT(!"cannot wake the watcher");
+        pthread_join(watcher, NULL);
     }
     MHD_stop_daemon(d);   /* waits for the connection threads, which have their answers */
     dgs_server_free(a.s);

@@ -20,6 +20,10 @@ Checks:
     new model's; a file that does not load keeps the model served;
   - a full queue answers 503 with Retry-After (one slow worker, queue 2);
   - SIGTERM: requests accepted before it all answer 200, exit status 0;
+  - --model-dir: the newest .onnx file is served; one renamed in under
+    load, or written in place, is served next with no request failing; a
+    broken one is counted as a failed reload and the model stays;
+  - bad flags and files: exit status non-zero, one line naming the flag;
   - --access-log: one JSON line per request (time, method, path, status,
     latency_ms, batch, bytes_in, bytes_out) matching what curl sent and got.
 """
@@ -97,7 +101,8 @@ def rows_close(got, ref):
 
 
 def start(build, model, extra, log):
-    p = subprocess.Popen([os.path.join(build, "serve", "dgserve"), "--model", model, "--name", "mnist",
+    src = list(model) if isinstance(model, (list, tuple)) else ["--model", model]
+    p = subprocess.Popen([os.path.join(build, "serve", "dgserve")] + src + ["--name", "mnist",
                           "--host", "127.0.0.1", "--port", "0"] + extra,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = p.stdout.readline()
@@ -317,6 +322,86 @@ def run(build, mnist, tmp):
         p.kill()
         rc = None
     check(rc == 0, "SIGTERM on an idle server: exit status 0 (got %s)" % rc)
+
+    # --model-dir: the newest file, reloaded when one is renamed or written in
+    mdir = os.path.join(tmp, "models")
+    os.mkdir(mdir)
+    shutil.copy(os.path.join(tmp, "m2.onnx"), os.path.join(mdir, "a-old.onnx"))
+    os.utime(os.path.join(mdir, "a-old.onnx"), (time.time() - 100, time.time() - 100))
+    shutil.copy(os.path.join(tmp, "m1.onnx"), os.path.join(mdir, "b-1.onnx"))
+    p, port = start(build, ("--model-dir", mdir), ["--workers", "2", "--max-batch", "8", "--max-delay-ms", "1"], log)
+    s, _, t = curl(port, "/v2/models/mnist/infer", v2_body(images[:2]))
+    check(s == 200 and rows_close(v2_outputs(t), refs[1][:2]), "--model-dir serves its newest file (model 1)")
+    outcomes = []
+    stop = threading.Event()
+    th = [threading.Thread(target=loader) for _ in range(3)]
+    [t.start() for t in th]
+    time.sleep(0.3)
+    shutil.copy(os.path.join(tmp, "m2.onnx"), os.path.join(mdir, ".c-2.tmp"))
+    os.rename(os.path.join(mdir, ".c-2.tmp"), os.path.join(mdir, "c-2.onnx"))
+    for _ in range(50):
+        if outcomes and outcomes[-1] == 2:
+            break
+        time.sleep(0.1)
+    time.sleep(0.2)
+    stop.set()
+    [t.join() for t in th]
+    bad_outcomes = [o for o in outcomes if o not in (1, 2)]
+    check(len(outcomes) > 10 and not bad_outcomes and 1 in outcomes and outcomes[-1] == 2,
+          "--model-dir: a file renamed in under load is served next, %d requests, none failed %s" %
+          (len(outcomes), bad_outcomes[:3]))
+
+    def wait_metric(line):
+        for _ in range(50):
+            _, _, m = curl(port, "/metrics")
+            if line in m:
+                return True
+            time.sleep(0.1)
+        return False
+
+    with open(os.path.join(mdir, "d-broken.onnx"), "w") as f:
+        f.write("not a model")
+    check(wait_metric('dgserve_model_reloads_total{result="error"} 1'), "--model-dir: a broken file written in: a failed reload")
+    s, _, t = curl(port, "/v2/models/mnist/infer", v2_body(images[:2]))
+    check(s == 200 and rows_close(v2_outputs(t), refs[2][:2]), "--model-dir: after the broken file, model 2 still served")
+    with open(os.path.join(mdir, "e-1.onnx"), "wb") as f:   # written in place: loaded when closed
+        f.write(open(os.path.join(tmp, "m1.onnx"), "rb").read())
+    check(wait_metric('dgserve_model_reloads_total{result="ok"} 2'), "--model-dir: a file written in place: reloaded")
+    s, _, t = curl(port, "/v2/models/mnist/infer", v2_body(images[:2]))
+    check(s == 200 and rows_close(v2_outputs(t), refs[1][:2]) and json.loads(t)["model_version"] == "3",
+          "--model-dir: the file written in place is served, version 3")
+    p.send_signal(signal.SIGTERM)
+    try:
+        rc = p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rc = None
+    check(rc == 0, "--model-dir: SIGTERM, exit status 0 (got %s)" % rc)
+
+    # bad flags and files: non-zero exit, the first line names the culprit
+    empty = os.path.join(tmp, "empty")
+    os.mkdir(empty)
+    dgserve = os.path.join(build, "serve", "dgserve")
+    cases = [
+        ([], "give one of --model"),
+        (["--model", served, "--model-dir", mdir], "give one of --model"),
+        (["--model-dir", os.path.join(tmp, "nope")], "--model-dir"),
+        (["--model-dir", served], "not a directory"),
+        (["--model-dir", empty], "no *.onnx file"),
+        (["--model", os.path.join(tmp, "nope.onnx")], "nope.onnx"),
+        (["--model", served, "--port", "http"], "--port"),
+        (["--model", served, "--workers", "0"], "--workers"),
+        (["--model", served, "--name", "a\"b"], "--name"),
+        (["--model", served, "--host", "example.org"], "--host"),
+        (["--model", served, "--access-log", os.path.join(tmp, "nope", "log")], "--access-log"),
+        (["--model", served, "--bogus", "1"], "--bogus"),
+    ]
+    for args, want in cases:
+        r = subprocess.run([dgserve] + args + ["--port" if "--port" not in args else "--queue", "0" if "--port" not in args else "4"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+        first = r.stderr.splitlines()[0] if r.stderr else ""
+        check(r.returncode != 0 and want in first and first.startswith("dgserve: "),
+              "dgserve %s: exit %d, '%s'" % (" ".join(args)[-60:], r.returncode, first))
 
     # back-pressure and drain: one worker, 300 ms per batch, queue of 2
     shutil.copy(os.path.join(tmp, "m1.onnx"), served)
