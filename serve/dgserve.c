@@ -3,6 +3,7 @@
  *   dgserve --model PATH.onnx | --model-dir DIR  [--name NAME] [--host 127.0.0.1] [--port 8080]
  *           [--workers 2] [--max-batch 32] [--max-delay-ms 2] [--queue 128]
  *           [--max-request-batch 1024] [--max-body-mb 64] [--drain-timeout-s 30]
+ *           [--client-timeout-s 30]
  *           [--blas-threads 1] [--access-log FILE|-]
  *
  * Endpoints (JSON in and out; errors are {"error": "<field>: <what>"}):
@@ -21,6 +22,9 @@
  * it, is loaded if it is the newest, as SIGHUP would. A broken file is
  * counted as a failed reload once, and not tried again until it changes.
  * SIGTERM or SIGINT: stop listening, finish what was accepted, exit 0.
+ * --client-timeout-s X: a connection silent for X s is closed, and so is
+ *   one whose request body is still arriving X s after its headers
+ *   (counted as code 408 in /metrics).
  * --access-log FILE (appended; - for stderr): one JSON line per request,
  *   {"time": "2026-12-06T13:40:00.123Z", "method", "path", "status",
  *    "latency_ms", "batch" (samples of an infer/predict body, else 0),
@@ -58,6 +62,7 @@ typedef struct {
     int64_t max_request_batch;
     size_t max_body;
     double drain_timeout_s;
+    double client_timeout_s;    /* a request not received in full by then: closed */
     FILE *access_log;           /* NULL: none */
 } options;
 
@@ -310,6 +315,13 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
         *con_cls = cs;
         active_add(a, 1);
         return MHD_YES;
+    }
+    if (*upload_size && dgs_now() - cs->t0 > a->o.client_timeout_s) {
+        /* A client trickling its body. libmicrohttpd cannot answer while an
+         * upload is under way (microhttpd.h: no response while upload_data is
+         * set), so the connection is closed, and counted as a 408. */
+        dgs_count_response(a->s, "other", 408, dgs_now() - cs->t0);
+        return MHD_NO;
     }
     if (*upload_size) {
         if (!cs->too_big && cs->len + *upload_size > a->o.max_body) {
@@ -610,7 +622,7 @@ static int usage(const char *msg) {
             "usage: dgserve --model PATH.onnx | --model-dir DIR  [--name NAME] [--host ADDR] [--port N]\n"
             "               [--workers N]\n"
             "               [--max-batch N] [--max-delay-ms X] [--queue N] [--max-request-batch N]\n"
-            "               [--max-body-mb N] [--drain-timeout-s X] [--blas-threads N]\n"
+            "               [--max-body-mb N] [--drain-timeout-s X] [--client-timeout-s X] [--blas-threads N]\n"
             "               [--access-log FILE|-]\n");
     return 2;
 }
@@ -629,7 +641,7 @@ static bool parse_num(const char *flag, const char *s, double lo, double hi, dou
 
 int main(int argc, char **argv) {
     app a = { .o = { .host = "127.0.0.1", .port = 8080, .max_request_batch = 1024, .max_body = (size_t)64 << 20,
-                     .drain_timeout_s = 30 } };
+                     .drain_timeout_s = 30, .client_timeout_s = 30 } };
     pthread_mutex_init(&a.mu, NULL);
     pthread_cond_init(&a.cv, NULL);
     dgs_config cfg = { .workers = 2, .max_batch = 32, .max_delay_s = 0.002, .queue_cap = 128, .blas_threads = 1 };
@@ -668,6 +680,9 @@ int main(int argc, char **argv) {
         } else if (!strcmp(f, "--max-body-mb")) {
             if (!parse_num(f, v, 1, 4096, &d)) return 2;
             a.o.max_body = (size_t)d << 20;
+        } else if (!strcmp(f, "--client-timeout-s")) {
+            if (!parse_num(f, v, 0.1, 3600, &d)) return 2;
+            a.o.client_timeout_s = d;
         } else if (!strcmp(f, "--drain-timeout-s")) {
             if (!parse_num(f, v, 0, 3600, &d)) return 2;
             a.o.drain_timeout_s = d;
@@ -736,7 +751,8 @@ int main(int argc, char **argv) {
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
         NULL, handle, &a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, completed,
-        &a, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+        &a, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)(a.o.client_timeout_s + 0.999),
         MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "dgserve: cannot listen on %s:%d: %s\n", a.o.host, a.o.port, strerror(errno));

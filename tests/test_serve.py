@@ -23,6 +23,9 @@ Checks:
   - --model-dir: the newest .onnx file is served; one renamed in under
     load, or written in place, is served next with no request failing; a
     broken one is counted as a failed reload and the model stays;
+  - slow clients (--client-timeout-s): one trickling its body and one
+    stalled in its headers are closed (the first counted as a 408), others
+    are served meanwhile;
   - bad flags and files: exit status non-zero, one line naming the flag;
   - --access-log: one JSON line per request (time, method, path, status,
     latency_ms, batch, bytes_in, bytes_out) matching what curl sent and got.
@@ -329,7 +332,8 @@ def run(build, mnist, tmp):
     shutil.copy(os.path.join(tmp, "m2.onnx"), os.path.join(mdir, "a-old.onnx"))
     os.utime(os.path.join(mdir, "a-old.onnx"), (time.time() - 100, time.time() - 100))
     shutil.copy(os.path.join(tmp, "m1.onnx"), os.path.join(mdir, "b-1.onnx"))
-    p, port = start(build, ("--model-dir", mdir), ["--workers", "2", "--max-batch", "8", "--max-delay-ms", "1"], log)
+    p, port = start(build, ("--model-dir", mdir), ["--workers", "2", "--max-batch", "8", "--max-delay-ms", "1",
+                                                   "--client-timeout-s", "1"], log)
     s, _, t = curl(port, "/v2/models/mnist/infer", v2_body(images[:2]))
     check(s == 200 and rows_close(v2_outputs(t), refs[1][:2]), "--model-dir serves its newest file (model 1)")
     outcomes = []
@@ -370,6 +374,57 @@ def run(build, mnist, tmp):
     s, _, t = curl(port, "/v2/models/mnist/infer", v2_body(images[:2]))
     check(s == 200 and rows_close(v2_outputs(t), refs[1][:2]) and json.loads(t)["model_version"] == "3",
           "--model-dir: the file written in place is served, version 3")
+    # slow clients (--client-timeout-s 1): one trickles its body, one stalls in its headers
+    import socket
+    res = {}
+
+    def trickle():
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(b"POST /v2/models/mnist/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 5000\r\n\r\n")
+        c.settimeout(0.3)
+        got, t0 = b"", time.time()
+        while time.time() - t0 < 10:
+            try:
+                c.sendall(b"[" * 20)
+                d = c.recv(4096)
+                if not d:
+                    break
+                got += d
+            except socket.timeout:
+                pass
+            except OSError:   # reset: closed
+                break
+        res["trickle"] = (got.decode(errors="replace"), time.time() - t0)
+        c.close()
+
+    def stall():
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(b"POST /v2/models/mnist/infer HTTP/1.1\r\nHost: x\r\n")
+        c.settimeout(10)
+        t0 = time.time()
+        try:
+            d = c.recv(4096)
+        except OSError:
+            d = None
+        res["stall"] = (d, time.time() - t0)
+        c.close()
+
+    th = [threading.Thread(target=trickle), threading.Thread(target=stall)]
+    [t.start() for t in th]
+    time.sleep(0.2)
+    s, _, t = curl(port, "/v2/models/mnist/infer", v2_body(images[:2]))
+    check(s == 200, "a normal request is answered while two slow clients hold connections")
+    [t.join() for t in th]
+    text, secs = res.get("trickle", (None, 0))
+    check(text == "" and 0.9 < secs < 5, "a client trickling its body: closed after %.1f s (got %r)" % (secs, text))
+    d, secs = res.get("stall", (None, 0))
+    check(d == b"" and secs < 5, "a client stalled in its headers: closed after %.1f s (got %r)" % (secs, d))
+    s, _, t = curl(port, "/v2/health/live")
+    check(s == 200, "after the slow clients: still serving")
+    _, _, m = curl(port, "/metrics")
+    check('dgserve_requests_total{endpoint="other",code="408"} 1' in m, "metrics: the trickling client counted as a 408")
+
     p.send_signal(signal.SIGTERM)
     try:
         rc = p.wait(timeout=30)
