@@ -6,7 +6,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libopenblas-dev zlib1g-dev libdnnl-dev
       libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libjansson-dev
-      curl ca-certificates python3 time slurm-wlm munge iproute2 procps)
+      curl ca-certificates python3 time slurm-wlm munge iproute2 procps wrk)
 [ "${1:-}" = "--bench" ] && pkgs+=(python3-torch python3-numpy)
 
 missing=()

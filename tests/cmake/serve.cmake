@@ -19,3 +19,11 @@ endif()
 dg_add_test(test_request test_request.c ${PROJECT_SOURCE_DIR}/serve/request.c)
 target_include_directories(test_request PRIVATE ${PROJECT_SOURCE_DIR}/serve)
 set_tests_properties(test_request PROPERTIES LABELS serve)
+
+# dgserve under wrk's load with good and bad requests mixed; in the ASan
+# build this is the load test under AddressSanitizer (exit 77: no wrk).
+if(TARGET dgserve AND DG_CURL AND DG_MNIST_DIR)
+  add_test(NAME test_serve_load
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_serve_load.sh ${PROJECT_BINARY_DIR} ${DG_MNIST_DIR})
+  set_tests_properties(test_serve_load PROPERTIES LABELS serve TIMEOUT 120 SKIP_RETURN_CODE 77)
+endif()
