@@ -4,26 +4,35 @@
 # request (batch 1), driven by wrk with a lua script posting that body.
 # The server gets CPU 0 and wrk CPU 1 (taskset), wrk -t1 -cC for each
 # concurrency C, DURATION seconds; RUNS runs each, the median reported.
-# Rows: dgserve with dynamic batching (--max-batch 32 --max-delay-ms 2,
-# one worker, one BLAS thread), dgserve --max-batch 1, FastAPI+ORT.
+# Rows (one worker, one BLAS thread): dgserve with dynamic batching
+# (--max-batch 32 and --max-delay-ms 2, or 0: run what is queued at once),
+# dgserve --max-batch 1, FastAPI+ORT.
 # Peak RSS: VmHWM of the server process after all its runs.
 #   usage: bench/serve_bench.sh MODEL.onnx [MNIST_DIR]
-#   env: BUILD (build-serve), DURATION (10), RUNS (3), CONCS ("1 4 16 64"),
-#        PY (/usr/bin/python3, with onnxruntime fastapi uvicorn), PORT (18080),
+#   env: BUILD (build), DURATION (10), RUNS (3), CONCS ("1 4 16 64"),
+#        PY (python3; onnxruntime fastapi uvicorn installed with pip when missing), PORT (18080),
 #        SHAPE (the request shape: "1,784" for the MLP, "1,1,28,28" for the CNN)
 # Prints a markdown table.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 model=$1
 mnist=${2:-$root/../shared/data/mnist}
-B=${BUILD:-$root/build-serve}
+B=${BUILD:-$root/build}
 dur=${DURATION:-10}
 runs=${RUNS:-3}
 concs=${CONCS:-1 4 16 64}
-PY=${PY:-/usr/bin/python3}
+PY=${PY:-python3}
 port=${PORT:-18080}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"; [ -n "${spid:-}" ] && kill "$spid" 2>/dev/null || true' EXIT
+
+# the anchor's packages, from PyPI when missing (Debian's python3 needs
+# --break-system-packages for a pip install outside a venv)
+if ! "$PY" -c "import onnxruntime, fastapi, uvicorn" 2>/dev/null; then
+  echo "serve_bench: installing onnxruntime fastapi uvicorn for $PY" >&2
+  "$PY" -m pip install -q onnxruntime fastapi uvicorn 2>/dev/null ||
+    "$PY" -m pip install -q --break-system-packages onnxruntime fastapi uvicorn
+fi
 
 # the body: the first MNIST test image, scaled to [0, 1]
 "$PY" - "$mnist" "$tmp/body.json" "${SHAPE:-1,784}" <<'PYEOF'
@@ -74,12 +83,13 @@ bench() {   # bench LABEL: runs wrk against the server up at $port (pid $spid)
 
 echo "| server | connections | requests/s | p50 ms | p99 ms |"
 echo "|---|---|---|---|---|"
-for mb in 32 1; do
+for cfg in 32:2 32:0 1:0; do
+  mb=${cfg%:*} delay=${cfg#*:}
   taskset -c 0 "$B/serve/dgserve" --model "$model" --name mnist --port "$port" --workers 1 --blas-threads 1 \
-    --max-batch "$mb" --max-delay-ms 2 --queue 1024 > "$tmp/dgserve.log" 2>&1 &
+    --max-batch "$mb" --max-delay-ms "$delay" --queue 1024 > "$tmp/dgserve.log" 2>&1 &
   spid=$!
   wait_up
-  bench "dgserve --max-batch $mb"
+  if [ "$mb" = 1 ]; then bench "dgserve --max-batch 1"; else bench "dgserve --max-batch $mb --max-delay-ms $delay"; fi
   kill -TERM "$spid"; wait "$spid" || true; spid=
 done
 taskset -c 0 "$PY" "$root/bench/serve_fastapi.py" "$model" "$port" mnist > "$tmp/fastapi.log" 2>&1 &

@@ -295,10 +295,27 @@ static int skip_value(reader *r) {
     return bad_json(r, c < 0 ? "unexpected end of the body" : "unexpected character");
 }
 
-/* Whether the value at r->p is a number, a string or a word (not a container). */
-static bool at_scalar(reader *r) {
-    int c = peek(r);
-    return c != '[' && c != '{';
+/* An object at r->p ('{'): field(r, key text, key length, u) reads each
+ * member's value (after the ':'); the first error stops it. */
+typedef int (*field_fn)(reader *r, const char *k, size_t kl, void *u);
+
+static int read_object(reader *r, field_fn field, void *u) {
+    if (++r->depth > MAX_DEPTH) return bad_json(r, "nested too deep");
+    r->p++;   /* '{' */
+    if (!eat(r, '}')) {
+        for (;;) {
+            const char *k;
+            size_t kl;
+            int err = read_string(r, &k, &kl);
+            if (err) return err;
+            if (!eat(r, ':')) return bad_json(r, "expected ':'");
+            if ((err = field(r, k, kl, u))) return err;
+            if (eat(r, '}')) break;
+            if (!eat(r, ',')) return bad_json(r, "expected ',' or '}'");
+        }
+    }
+    r->depth--;
+    return 0;
 }
 
 /* ---- the tensor's numbers -------------------------------------------------------------- */
@@ -389,70 +406,54 @@ typedef struct {
     floats data;
 } tensor;
 
-static int read_tensor(reader *r, tensor *t) {
-    if (++r->depth > MAX_DEPTH) return bad_json(r, "nested too deep");
-    r->p++;   /* '{' */
-    if (eat(r, '}')) goto done;
-    for (;;) {
-        const char *k;
-        size_t kl;
-        int err = read_string(r, &k, &kl);
-        if (err) return err;
-        if (!eat(r, ':')) return bad_json(r, "expected ':'");
-        if (text_is(k, kl, "name")) {
-            t->has_name = true;
-            t->name_ok = peek(r) == '"';
-            if ((err = skip_value(r))) return err;
-        } else if (text_is(k, kl, "datatype")) {
-            t->has_dt = true;
-            t->dt_ok = peek(r) == '"';
-            if (t->dt_ok) err = read_string(r, &t->dt, &t->dt_len);
+static int tensor_field(reader *r, const char *k, size_t kl, void *u) {
+    tensor *t = u;
+    int err = 0;
+    if (text_is(k, kl, "name")) {
+        t->has_name = true;
+        t->name_ok = peek(r) == '"';
+        return skip_value(r);
+    }
+    if (text_is(k, kl, "datatype")) {
+        t->has_dt = true;
+        t->dt_ok = peek(r) == '"';
+        return t->dt_ok ? read_string(r, &t->dt, &t->dt_len) : skip_value(r);
+    }
+    if (text_is(k, kl, "shape")) {
+        t->has_shape = true;
+        t->nd = 0;
+        t->bad_dim = (size_t)-1;
+        t->shape_ok = peek(r) == '[';
+        if (!t->shape_ok) return skip_value(r);
+        r->p++;
+        if (eat(r, ']')) return 0;
+        for (;; t->nd++) {
+            double v;
+            bool ii = false;
+            int64_t iv = 0;
+            int c = peek(r);
+            if (c == '-' || (c >= '0' && c <= '9')) err = read_number(r, &v, &ii, &iv);
             else err = skip_value(r);
             if (err) return err;
-        } else if (text_is(k, kl, "shape")) {
-            t->has_shape = true;
-            t->nd = 0;
-            t->bad_dim = (size_t)-1;
-            t->shape_ok = peek(r) == '[';
-            if (!t->shape_ok) {
-                if ((err = skip_value(r))) return err;
-            } else {
-                r->p++;
-                if (!eat(r, ']')) {
-                    for (;; t->nd++) {
-                        double v;
-                        bool ii = false;
-                        int64_t iv = 0;
-                        int c = peek(r);
-                        if (c == '-' || (c >= '0' && c <= '9')) err = read_number(r, &v, &ii, &iv);
-                        else err = skip_value(r);
-                        if (err) return err;
-                        if ((!ii || iv < 1) && t->bad_dim == (size_t)-1) t->bad_dim = t->nd;
-                        if (t->nd <= DG_MAX_DIMS) t->sh[t->nd] = iv;
-                        if (eat(r, ']')) break;
-                        if (!eat(r, ',')) return bad_json(r, "expected ',' or ']'");
-                    }
-                    t->nd++;
-                }
-            }
-        } else if (text_is(k, kl, "data")) {
-            if (t->has_data) return dgs_fail(r->e, 400, "inputs[0].data: given twice");
-            t->has_data = true;
-            if (at_scalar(r) || peek(r) == '{') {
-                if ((err = skip_value(r))) return err;
-                return dgs_fail(r->e, 400, "inputs[0].data: missing or not an array");
-            }
-            int64_t idx[MAX_TENSOR_DEPTH];
-            if ((err = read_numbers(r, &t->data, "inputs[0].data", idx, 0))) return err;
-        } else {
-            if ((err = skip_value(r))) return err;   /* parameters, and what we do not know */
+            if ((!ii || iv < 1) && t->bad_dim == (size_t)-1) t->bad_dim = t->nd;
+            if (t->nd <= DG_MAX_DIMS) t->sh[t->nd] = iv;
+            if (eat(r, ']')) break;
+            if (!eat(r, ',')) return bad_json(r, "expected ',' or ']'");
         }
-        if (eat(r, '}')) break;
-        if (!eat(r, ',')) return bad_json(r, "expected ',' or '}'");
+        t->nd++;
+        return 0;
     }
-done:
-    r->depth--;
-    return 0;
+    if (text_is(k, kl, "data")) {
+        if (t->has_data) return dgs_fail(r->e, 400, "inputs[0].data: given twice");
+        t->has_data = true;
+        if (peek(r) != '[') {
+            if ((err = skip_value(r))) return err;
+            return dgs_fail(r->e, 400, "inputs[0].data: missing or not an array");
+        }
+        int64_t idx[MAX_TENSOR_DEPTH];
+        return read_numbers(r, &t->data, "inputs[0].data", idx, 0);
+    }
+    return skip_value(r);   /* parameters, and what we do not know */
 }
 
 /* "inputs": [tensor] */
@@ -471,7 +472,7 @@ static int read_inputs(reader *r, tensor *t) {
             if (count == 0 && peek(r) == '{') {
                 first_object = true;
                 t->seen = true;
-                err = read_tensor(r, t);
+                err = read_object(r, tensor_field, t);
             } else {
                 err = skip_value(r);
             }
@@ -522,49 +523,32 @@ static int check_tensor(tensor *t, const int64_t *ms, int mnd, int64_t max_reque
     return 0;
 }
 
+typedef struct {
+    tensor t;
+    bool has_inputs;
+    dgs_body *out;
+} v2_body;
+
+static int v2_field(reader *r, const char *k, size_t kl, void *u) {
+    v2_body *b = u;
+    if (text_is(k, kl, "inputs")) {
+        if (b->has_inputs) return dgs_fail(r->e, 400, "inputs: given twice");
+        b->has_inputs = true;
+        return read_inputs(r, &b->t);
+    }
+    if (text_is(k, kl, "id") && peek(r) == '"') return read_string(r, &b->out->id, &b->out->id_len);
+    return skip_value(r);   /* outputs, parameters, ... */
+}
+
 static int read_v2(reader *r, const int64_t *ms, int mnd, int64_t max_request_batch, dgs_body *out) {
     int64_t most = max_request_batch * shape_size(ms, mnd);
-    tensor t = { .data = { .limit = most, .room = most } };
-    bool has_inputs = false;
-    int err = 0;
-    r->p++;   /* '{' */
-    if (!eat(r, '}')) {
-        for (;;) {
-            const char *k;
-            size_t kl;
-            if ((err = read_string(r, &k, &kl))) goto out;
-            if (!eat(r, ':')) {
-                err = bad_json(r, "expected ':'");
-                goto out;
-            }
-            if (text_is(k, kl, "inputs")) {
-                if (has_inputs) {
-                    err = dgs_fail(r->e, 400, "inputs: given twice");
-                    goto out;
-                }
-                has_inputs = true;
-                err = read_inputs(r, &t);
-            } else if (text_is(k, kl, "id") && peek(r) == '"') {
-                err = read_string(r, &out->id, &out->id_len);
-            } else {
-                err = skip_value(r);   /* outputs, parameters, ... */
-            }
-            if (err) goto out;
-            if (eat(r, '}')) break;
-            if (!eat(r, ',')) {
-                err = bad_json(r, "expected ',' or '}'");
-                goto out;
-            }
-        }
-    }
-    if (peek(r) >= 0) {
-        err = bad_json(r, "text after the body's object");
-        goto out;
-    }
-    if (!has_inputs) err = dgs_fail(r->e, 400, "inputs: missing (an array with one tensor)");
-    else err = check_tensor(&t, ms, mnd, max_request_batch, out, r->e);
-out:
-    free(t.data.x);
+    v2_body b = { .t = { .data = { .limit = most, .room = most } }, .out = out };
+    int err = read_object(r, v2_field, &b);
+    if (!err && peek(r) >= 0) err = bad_json(r, "text after the body's object");
+    if (!err && !b.has_inputs) err = dgs_fail(r->e, 400, "inputs: missing (an array with one tensor)");
+    if (!err) err = check_tensor(&b.t, ms, mnd, max_request_batch, out, r->e);
+    free(b.t.data.x);
+    if (err) out->id = NULL, out->id_len = 0;
     return err;
 }
 
@@ -604,48 +588,33 @@ static int read_instances(reader *r, int64_t size, int64_t max_request_batch, fl
     return 0;
 }
 
+typedef struct {
+    int64_t size, max_request_batch, count;
+    floats f;
+    bool has;
+} v1_body;
+
+static int v1_field(reader *r, const char *k, size_t kl, void *u) {
+    v1_body *b = u;
+    if (!text_is(k, kl, "instances")) return skip_value(r);   /* signature_name, ... */
+    if (b->has) return dgs_fail(r->e, 400, "instances: given twice");
+    b->has = true;
+    return read_instances(r, b->size, b->max_request_batch, &b->f, &b->count);
+}
+
 static int read_v1(reader *r, const int64_t *ms, int mnd, int64_t max_request_batch, dgs_body *out) {
-    int64_t size = shape_size(ms, mnd), count = 0;
-    floats f = { .limit = max_request_batch * size, .room = max_request_batch * size };
-    bool has = false;
-    int err = 0;
-    r->p++;   /* '{' */
-    if (!eat(r, '}')) {
-        for (;;) {
-            const char *k;
-            size_t kl;
-            if ((err = read_string(r, &k, &kl))) goto out;
-            if (!eat(r, ':')) {
-                err = bad_json(r, "expected ':'");
-                goto out;
-            }
-            if (text_is(k, kl, "instances")) {
-                if (has) {
-                    err = dgs_fail(r->e, 400, "instances: given twice");
-                    goto out;
-                }
-                has = true;
-                err = read_instances(r, size, max_request_batch, &f, &count);
-            } else {
-                err = skip_value(r);   /* signature_name, ... */
-            }
-            if (err) goto out;
-            if (eat(r, '}')) break;
-            if (!eat(r, ',')) {
-                err = bad_json(r, "expected ',' or '}'");
-                goto out;
-            }
-        }
-    }
-    if (peek(r) >= 0) err = bad_json(r, "text after the body's object");
-    else if (!has) err = dgs_fail(r->e, 400, "instances: missing (a list of inputs, one per sample)");
+    int64_t size = shape_size(ms, mnd);
+    v1_body b = { .size = size, .max_request_batch = max_request_batch,
+                  .f = { .limit = max_request_batch * size, .room = max_request_batch * size } };
+    int err = read_object(r, v1_field, &b);
+    if (!err && peek(r) >= 0) err = bad_json(r, "text after the body's object");
+    if (!err && !b.has) err = dgs_fail(r->e, 400, "instances: missing (a list of inputs, one per sample)");
     if (!err) {
-        out->x = f.x;
-        out->n = count;
-        f.x = NULL;
+        out->x = b.f.x;
+        out->n = b.count;
+        b.f.x = NULL;
     }
-out:
-    free(f.x);
+    free(b.f.x);
     return err;
 }
 

@@ -120,6 +120,16 @@ def start(build, model, extra, log):
     return p, port
 
 
+def stop(p):
+    """SIGTERM, and the exit status (None if it did not exit in 30 s)."""
+    p.send_signal(signal.SIGTERM)
+    try:
+        return p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return None
+
+
 def v2_body(images, shape=None):
     flat = [v for img in images for v in img]
     return {"id": "req-1", "inputs": [{"name": "input", "shape": shape or [len(images), 784], "datatype": "FP32",
@@ -273,11 +283,11 @@ def run(build, mnist, tmp):
           "24 concurrent requests ran in %s batches (< 24)" % (None if b1 is None else b1 - b0))
 
     # SIGHUP reload under load
-    stop = threading.Event()
+    halt = threading.Event()
     outcomes = []
 
     def loader():
-        while not stop.is_set():
+        while not halt.is_set():
             s, _, t = curl(port, "/v2/models/mnist/infer", v2_body(images[:2]))
             if s != 200:
                 outcomes.append("status %d: %s" % (s, t[:100]))
@@ -292,7 +302,7 @@ def run(build, mnist, tmp):
     os.rename(served + ".new", served)
     p.send_signal(signal.SIGHUP)
     time.sleep(0.5)
-    stop.set()
+    halt.set()
     [t.join() for t in th]
     bad_outcomes = [o for o in outcomes if o not in (1, 2)]
     check(len(outcomes) > 10 and not bad_outcomes,
@@ -318,12 +328,7 @@ def run(build, mnist, tmp):
     check('dgserve_requests_total{endpoint="infer",code="200"}' in m2 and
           "dgserve_request_duration_seconds_bucket{le=\"+Inf\"}" in m2 and "# TYPE dgserve_batch_size histogram" in m2,
           "metrics: request counters and histograms in Prometheus text format")
-    p.send_signal(signal.SIGTERM)
-    try:
-        rc = p.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        rc = None
+    rc = stop(p)
     check(rc == 0, "SIGTERM on an idle server: exit status 0 (got %s)" % rc)
 
     # --model-dir: the newest file, reloaded when one is renamed or written in
@@ -337,7 +342,7 @@ def run(build, mnist, tmp):
     s, _, t = curl(port, "/v2/models/mnist/infer", v2_body(images[:2]))
     check(s == 200 and rows_close(v2_outputs(t), refs[1][:2]), "--model-dir serves its newest file (model 1)")
     outcomes = []
-    stop = threading.Event()
+    halt = threading.Event()
     th = [threading.Thread(target=loader) for _ in range(3)]
     [t.start() for t in th]
     time.sleep(0.3)
@@ -348,7 +353,7 @@ def run(build, mnist, tmp):
             break
         time.sleep(0.1)
     time.sleep(0.2)
-    stop.set()
+    halt.set()
     [t.join() for t in th]
     bad_outcomes = [o for o in outcomes if o not in (1, 2)]
     check(len(outcomes) > 10 and not bad_outcomes and 1 in outcomes and outcomes[-1] == 2,
@@ -425,12 +430,7 @@ def run(build, mnist, tmp):
     _, _, m = curl(port, "/metrics")
     check('dgserve_requests_total{endpoint="other",code="408"} 1' in m, "metrics: the trickling client counted as a 408")
 
-    p.send_signal(signal.SIGTERM)
-    try:
-        rc = p.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        rc = None
+    rc = stop(p)
     check(rc == 0, "--model-dir: SIGTERM, exit status 0 (got %s)" % rc)
 
     # bad flags and files: non-zero exit, the first line names the culprit
