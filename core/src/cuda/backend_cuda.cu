@@ -482,5 +482,6 @@ extern "C" const dg_backend dg_backend_cuda = {
         .bn_pool_bwd = NULL,
         .bn_bwd = dg__cuda_bn_bwd,
     },
+    .seq = {},    /* no fused LSTM/attention kernels yet: the ops compose generic ones */
     .lowp = {},   /* no bfloat16 kernels yet: dg_autocast_begin fails with a message */
 };
