@@ -261,12 +261,14 @@ def make_optimizer(name, params, lr, momentum=0):
 
 def train_epoch(model, loss_fn, opt, batches, sched=None):
     """One timed pass over batches: per step forward, loss, zero_grad, backward, step (then
-    sched.step() if given) and loss.item(). Returns (seconds, loss sum, steps, samples)."""
+    sched.step() if given) and loss.item(). Returns (seconds, loss sum, steps, samples).
+    zero_grad(set_to_none=True), PyTorch 2's default and dgrad's rule: a parameter that
+    backward did not reach (a block LayerDrop skipped) is not updated."""
     t0 = time.perf_counter()
     loss_sum, steps, samples = 0.0, 0, 0
     for x, y in batches:
         loss = loss_fn(model(x), y)
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if sched is not None:

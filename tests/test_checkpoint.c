@@ -52,6 +52,7 @@ static uint64_t model_hash(model *m) {
             const unsigned char *b = (const unsigned char *)buf;
             for (size_t k = 0; k < (size_t)dg_numel(t) * sizeof(float); k++) h = (h ^ b[k]) * 1099511628211ULL;
         }
+    for (int i = 0; i < m->np; i++) h = (h ^ (uint64_t)dg_optim_param_step_count(m->opt, i)) * 1099511628211ULL;
     return h ^ (uint64_t)dg_optim_step_count(m->opt);
 }
 
@@ -260,6 +261,7 @@ int main(void) {
     dg_sampler sampler;
     dg_status ok = dg_sampler_init(&sampler, 1000, 0, 1, true, 42, false);
     DG_ASSERT(ok == DG_OK);
+    dg_optim_set_param_step_count(a.opt, 1, 3);   /* a parameter that had no gradient at 7 steps */
     dg_train_state st = { .step = 7, .epoch = 2, .pos = 96, .batch_size = 32, .optimizer = "adam",
                           .sampler = &sampler, .num_stats = 2, .stats = { 3.25, 3.0 } };
     dg_clear_error();
@@ -292,6 +294,7 @@ int main(void) {
     CHECK(dg_checkpoint_load(dir, b.ctx, b.opt, &rs, NULL, loaded, sizeof loaded) == DG_OK);
     CHECKF(!strcmp(loaded, p2), "loaded %s", loaded);
     CHECK(model_hash(&b) == ha);
+    CHECK(dg_optim_param_step_count(b.opt, 1) == 3 && dg_optim_param_step_count(b.opt, 0) == 10);
     CHECK(dg_optim_get_lr(b.opt) == dg_optim_get_lr(a.opt));
     CHECK(dg_rand_u64(a.ctx) == dg_rand_u64(b.ctx));
     CHECK_EQ_INT(rs.step, 9);
@@ -324,6 +327,20 @@ int main(void) {
     write_file(bad, buf, n);
     buf[n / 2] ^= 0x10;
     expect_bad(&c, bad, "checksum mismatch", "adam");
+    /* per-parameter step counts (field 6, packed): 10, 3, 10, 10; one
+     * beyond the optimizer's step count is corrupt */
+    const unsigned char ps[] = { 0x32, 0x04, 0x0a, 0x03, 0x0a, 0x0a };
+    long at = find_bytes(buf, n, ps, sizeof ps);
+    CHECKF(at > 0 && find_bytes(buf + at + 1, n - (size_t)at - 1, ps, sizeof ps) < 0, "param_steps found once");
+    if (at > 0) {
+        buf[at + 3] = 0x0b;
+        reseal(buf, n);
+        snprintf(bad, sizeof bad, "%s/psteps.dgck", dir);
+        write_file(bad, buf, n);
+        expect_bad(&c, bad, "corrupt checkpoint: parameter 1's step count 11 is outside [0, 10]", "adam");
+        buf[at + 3] = 0x03;
+        reseal(buf, n);
+    }
     snprintf(bad, sizeof bad, "%s/version.dgck", dir);
     CHECK(buf[8] == 0x08 && buf[9] == DG_CHECKPOINT_VERSION);   /* field 1, varint */
     buf[9] = 99;

@@ -321,7 +321,7 @@ static int run_optim_case(const fx_case *c) {
     }
 
     const fx_tensor *x = fx_get(c, "x"), *y = fx_get(c, "y"), *ref_loss = fx_get(c, "loss");
-    int steps = fx_argi(c, "steps", 0);
+    int steps = fx_argi(c, "steps", 0), skip = fx_argi(c, "skip", 0), b2_steps = 0;
     cmp_acc lacc = {0, 0, true}, pacc = {0, 0, true};
     float *losses = calloc((size_t)steps, sizeof(float));
     DG_ASSERT(losses);
@@ -329,15 +329,24 @@ static int run_optim_case(const fx_case *c) {
         dg_optim_zero_grad(opt);
         dg_tensor *xt = dg_tensor_from(ctx, DG_F32, x->ndim, x->shape, x->f);
         dg_tensor *yt = dg_tensor_from(ctx, DG_I32, y->ndim, y->shape, y->i);
-        dg_tensor *loss = dg_cross_entropy(dg_module_forward(net, xt), yt);
+        bool left_out = skip >> s & 1;   /* b2 not in this step's graph: no gradient */
+        b2_steps += !left_out;
+        dg_tensor *out = left_out ? dg_linear(dg_relu(dg_linear(xt, params[0], params[1])), params[2], NULL)
+                                  : dg_module_forward(net, xt);
+        dg_tensor *loss = dg_cross_entropy(out, yt);
         CHECK_NOT_NULL(loss);
         if (!loss) break;
         losses[s] = dg_item(loss);
         CHECK(dg_backward(loss) == DG_OK);
+        CHECKF(dg_param_has_grad(params[3]) == !left_out && dg_param_has_grad(params[0]),
+               "%s: step %d: has_grad b2 %d w1 %d", c->name, s, dg_param_has_grad(params[3]),
+               dg_param_has_grad(params[0]));
         dg_optim_step(opt);
         dg_ctx_reset_step(ctx);
     }
     CHECK_EQ_INT(dg_optim_step_count(opt), steps);
+    CHECK_EQ_INT(dg_optim_param_step_count(opt, 0), steps);
+    CHECK_EQ_INT(dg_optim_param_step_count(opt, 3), b2_steps);
     dgt_cmp lc = dgt_compare(losses, ref_loss->f, steps, OPT_ATOL, OPT_RTOL);
     lacc.max_abs = lc.max_abs;
     lacc.max_rel = lc.max_rel;

@@ -53,6 +53,9 @@ struct dg_ddp {
     const dg_backend *be;       /* the context's backend */
     float *stage;               /* staged: pinned copy of the gradient buffer */
     int next_stage;             /* staged: buckets copied to stage, in order */
+    int32_t *used;              /* per parameter: has a gradient on this rank,
+                                   then on any rank (all-reduced with MAX) */
+    dg_comm_request *used_req;
 };
 
 static double now(void) {
@@ -110,7 +113,8 @@ static void build_buckets(dg_ddp *d) {
     dg_tensor **p = dg_ctx_params(d->ctx, &n);
     d->buckets = calloc((size_t)(n ? n : 1), sizeof *d->buckets);
     d->bucket_of = calloc((size_t)(n ? n : 1), sizeof *d->bucket_of);
-    DG_ASSERT(d->buckets && d->bucket_of);
+    d->used = calloc((size_t)(n ? n : 1), sizeof *d->used);
+    DG_ASSERT(d->buckets && d->bucket_of && d->used);
     size_t cap = d->opts.first_bucket_cap_bytes, bytes = 0;
     int nb = 0;
     for (int i = n - 1; i >= 0; i--) {
@@ -263,6 +267,7 @@ dg_status dg_ddp_new(dg_ddp **out, dg_ctx *ctx, dg_comm *comm, dg_ddp_opts opts)
         stage_free(d);
         free(d->buckets);
         free(d->bucket_of);
+        free(d->used);
         free(d);
         return DG_ERR;
     }
@@ -278,6 +283,7 @@ void dg_ddp_free(dg_ddp *d) {
     stage_free(d);
     free(d->buckets);
     free(d->bucket_of);
+    free(d->used);
     free(d);
 }
 
@@ -292,6 +298,13 @@ dg_status dg_ddp_backward(dg_ddp *d, dg_tensor *loss) {
     double t0 = now();
     dg_timeline_begin(d->tl, "allreduce_wait", DG_TIMELINE_COMPUTE);
     launch_ready(d, true);   /* buckets with unused parameters, or overlap off */
+    /* which parameters have a gradient on any rank: after every bucket, so
+     * the collectives start in the same order on every rank */
+    int np;
+    dg_tensor **params = dg_ctx_params(d->ctx, &np);
+    for (int i = 0; i < np; i++) d->used[i] = dg_param_has_grad(params[i]);
+    if (!d->failed && np && dg_comm_iallreduce(d->comm, d->used, (size_t)np, DG_COMM_I32, DG_COMM_MAX, &d->used_req))
+        d->failed = true;
     if (d->path == PATH_DEVICE && !d->failed && dg__comm_dev_join(d->comm)) d->failed = true;
     for (int k = 0; k < d->nbuckets && !d->failed; k++) {
         bucket *b = &d->buckets[k];
@@ -299,6 +312,10 @@ dg_status dg_ddp_backward(dg_ddp *d, dg_tensor *loss) {
         if (d->path != PATH_DEVICE && dg_comm_wait(b->req)) d->failed = true;
         dg_timeline_end(d->tl, DG_TIMELINE_COMM + k);
     }
+    if (!d->failed && np && dg_comm_wait(d->used_req)) d->failed = true;
+    /* a parameter no rank reached keeps no gradient (the optimizer skips
+     * it); one reached elsewhere has the average, this rank's share 0 */
+    for (int i = 0; i < np && !d->failed; i++) dg_param_set_has_grad(params[i], d->used[i] != 0);
     if (d->path == PATH_STAGED && !d->failed) {
         /* back to the device, queued; the next step's copies to the host
          * come after these on the stream, so stage is not overwritten early */

@@ -19,6 +19,7 @@ dg_tensor *dg__grad_slot(dg_tensor *t, bool *acc) {
     *acc = false;
     if (!t || !t->requires_grad) return NULL;
     uint64_t gen = t->ctx->bw_gen;
+    if (t->is_param) t->has_grad = true;   /* backward reached it */
     if (t->grad && (t->is_param || t->grad_gen == gen)) {
         *acc = true;
         return t->grad;
@@ -77,6 +78,7 @@ dg_status dg_backward(dg_tensor *loss) {
     if (loss->is_param) {   /* d loss / d loss = 1, added to the gradient */
         dg_tensor *one = dg_full(ctx, 0, NULL, 1.0f);
         ctx->be->math.binary(DG_BIN_COPY, loss->grad, one, one, 1.0f, true);
+        loss->has_grad = true;
         if (ctx->grad_ready) ctx->grad_ready(loss, ctx->grad_ready_user);
         return DG_OK;
     }

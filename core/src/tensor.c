@@ -460,6 +460,17 @@ size_t dg_param_offset(const dg_tensor *param) {
 
 void dg_ctx_zero_grad(dg_ctx *ctx) {
     if (ctx->grad_buf) ctx->be->mem.memset0(ctx->grad_buf, ctx->param_numel * sizeof(float));
+    for (int i = 0; i < ctx->nparams; i++) ctx->params[i]->has_grad = false;
+}
+
+bool dg_param_has_grad(const dg_tensor *p) {
+    DG_ASSERT(p && p->is_param);
+    return p->has_grad;
+}
+
+void dg_param_set_has_grad(dg_tensor *p, bool has) {
+    DG_ASSERT(p && p->is_param);
+    p->has_grad = has;
 }
 
 /* ---- initializers ---------------------------------------------------------- */

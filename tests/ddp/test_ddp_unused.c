@@ -9,6 +9,11 @@
  *    the step never hangs (DG_COMM_TIMEOUT bounds it), the unused layer's
  *    gradient stays zero, and after the optimizer step the replicas agree
  *    bit for bit;
+ *  - PyTorch's set_to_none rule: a parameter that no rank reached has no
+ *    gradient (dg_param_has_grad) and the optimizer leaves it, and its
+ *    momentum, alone (the branch in a step every rank skips, the layer no
+ *    rank uses); one reached on any rank has a gradient on every rank; the
+ *    per-parameter step counts count the steps each had one;
  *  - with overlap on and off, and buckets small enough that the unused
  *    parameters sit in buckets of their own.
  * Run under mpirun with any N (and as a plain process). */
@@ -60,6 +65,11 @@ static net net_new(void) {
 /* How often rank r applies the branch in step s: 0 (skipped), 1, 2 or 3.
  * Step 3 skips it on every rank. */
 static int uses(int s, int r) { return s == 3 ? 0 : (s + 2 * r) % 4; }
+static bool any_uses(int s, int N) {
+    for (int r = 0; r < N; r++)
+        if (uses(s, r)) return true;
+    return false;
+}
 
 static dg_tensor *loss_of(net *n, int s, int r) {
     float x[B * IN];
@@ -94,6 +104,11 @@ static void run(dg_comm *comm, bool overlap, size_t cap) {
     dg_tensor *nw = info.weight;
     size_t never_off = dg_param_offset(nw), never_n = (size_t)dg_numel(nw);
     float never0 = p[never_off];
+    dg_module_get_info(n.a, &info);
+    dg_tensor *aw = info.weight, *ab = info.bias;
+    size_t a_off = dg_param_offset(aw), a_n = (size_t)(dg_numel(aw) + dg_numel(ab));
+    float *a_before = malloc(a_n * sizeof *a_before);
+    int a_steps = 0;
     for (int s = 0; s < STEPS && !g_fail; s++) {
         /* this rank's own gradient, then the average over the ranks */
         dg_optim_zero_grad(n.opt);
@@ -116,8 +131,18 @@ static void run(dg_comm *comm, bool overlap, size_t cap) {
               uses(s, r), worst);
         for (size_t i = 0; i < never_n; i++)
             CHECK(g[never_off + i] == 0.0f, "step %d: the unused layer has a gradient", s);
+        bool any = any_uses(s, N);
+        CHECK(!dg_param_has_grad(nw), "step %d: the layer no rank uses has a gradient", s);
+        CHECK(dg_param_has_grad(aw) == any && dg_param_has_grad(ab) == any,
+              "step %d: the branch (used %d times here, on some rank: %d) has_grad %d, want %d", s, uses(s, r), any,
+              dg_param_has_grad(aw), any);
+        a_steps += any;
+        memcpy(a_before, p + a_off, a_n * sizeof *a_before);
         dg_optim_step(n.opt);
         dg_ctx_reset_step(n.ctx);
+        if (!any)
+            CHECK(memcmp(a_before, p + a_off, a_n * sizeof *a_before) == 0,
+                  "step %d: no rank used the branch, but the optimizer moved it (momentum)", s);
         memcpy(lo, p, np * sizeof *lo);
         memcpy(hi, p, np * sizeof *hi);
         dg_comm_allreduce(comm, lo, np, DG_COMM_F32, DG_COMM_MIN);
@@ -125,6 +150,13 @@ static void run(dg_comm *comm, bool overlap, size_t cap) {
         CHECK(memcmp(lo, hi, np * sizeof *lo) == 0, "step %d: the replicas disagree", s);
     }
     CHECK(p[never_off] == never0, "the unused layer was updated");
+    /* parameters: a.weight a.bias never.weight never.bias head.weight head.bias */
+    int64_t want_steps[6] = { a_steps, a_steps, 0, 0, STEPS, STEPS };
+    for (int i = 0; i < 6; i++)
+        CHECK(dg_optim_param_step_count(n.opt, i) == want_steps[i], "parameter %d took %lld updates, want %lld", i,
+              (long long)dg_optim_param_step_count(n.opt, i), (long long)want_steps[i]);
+    CHECK(a_steps < STEPS, "the test needs a step where no rank uses the branch");
+    free(a_before);
     dg_ddp_stats st;
     dg_ddp_get_stats(ddp, &st);
     CHECK(st.synced_steps == STEPS, "synced %lld steps, want %d", (long long)st.synced_steps, STEPS);

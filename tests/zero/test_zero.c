@@ -211,6 +211,7 @@ static void small(dg_comm *comm, int64_t n) {
         }
         dg_tensor_copy_from_host(pa->grad, ga);
         dg_tensor_copy_from_host(pb->grad, gb);
+        dg_param_set_has_grad(pb, true);   /* written by hand, as PyTorch's p.grad = ... */
         CHECK(dg_zero_step(z) == DG_OK, "small: %s", dg_last_error());
         dg_optim_step(opt);
     }

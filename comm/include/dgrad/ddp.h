@@ -11,7 +11,13 @@
  *    bucket's non-blocking all-reduce starts and overlaps with the rest of
  *    backward;
  *  - dg_ddp_backward returns once every bucket is reduced and averaged over
- *    the ranks, so every rank takes the same optimizer step.
+ *    the ranks, so every rank takes the same optimizer step;
+ *  - the graph may change per step and per rank (no flag to set, unlike
+ *    PyTorch's find_unused_parameters): a parameter this rank's backward
+ *    did not reach adds zeros to the average, and one that no rank reached
+ *    keeps no gradient (dg_param_has_grad false), so the optimizer skips
+ *    it. This costs one small all-reduce (an int per parameter) per step,
+ *    started after the last bucket and waited for with it.
  *
  * GPU contexts: with a device communicator ("nccl", dg_comm_is_device) the
  * buckets are reduced in place on the GPU by NCCL on its own stream, each

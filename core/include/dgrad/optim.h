@@ -45,22 +45,30 @@ dg_optim *dg_optim_adam(dg_tensor *const *params, int n, dg_adam_opts opts);
 dg_optim *dg_optim_adamw(dg_tensor *const *params, int n, dg_adam_opts opts);
 void dg_optim_free(dg_optim *opt);
 
-/* One update from every parameter's .grad. Parameter gradients always
- * exist (zero until backward adds to them), as after PyTorch 1.13's
- * zero_grad(set_to_none=False). */
+/* One update of every parameter that has a gradient (dg_param_has_grad);
+ * the others are left as they are, their state too, as PyTorch skips a
+ * parameter whose .grad is None. Inside a CUDA graph capture every
+ * parameter must have one. */
 void dg_optim_step(dg_optim *opt);
-/* Zero the gradients of this optimizer's parameters. */
+/* Zero the gradients of this optimizer's parameters and set them to
+ * "none", as PyTorch 2's zero_grad() (set_to_none=True). */
 void dg_optim_zero_grad(dg_optim *opt);
 
 float dg_optim_get_lr(const dg_optim *opt);
 void dg_optim_set_lr(dg_optim *opt, float lr);
-/* Number of steps taken (Adam's bias-correction step). */
+/* Number of dg_optim_step calls. */
 int64_t dg_optim_step_count(const dg_optim *opt);
+/* Updates parameter i (index in the optimizer's list) has taken, Adam's
+ * bias-correction step for it (PyTorch's state['step']): behind the step
+ * count by the steps it had no gradient. */
+int64_t dg_optim_param_step_count(const dg_optim *opt, int i);
+void dg_optim_set_param_step_count(dg_optim *opt, int i, int64_t steps);
 /* State tensors for checkpoints: for each parameter i, slot s (SGD: s=0
  * momentum buffer; Adam: s=0 exp_avg, 1 exp_avg_sq, 2 max_exp_avg_sq).
  * NULL where the optimizer has no such state (yet). */
 dg_tensor *dg_optim_state(dg_optim *opt, int param_index, int slot);
 int dg_optim_num_slots(const dg_optim *opt);
+/* Sets the step count and every parameter's. */
 void dg_optim_set_step_count(dg_optim *opt, int64_t steps);
 
 /* Momentum as learning-rate schedulers cycle it: SGD's momentum, Adam's

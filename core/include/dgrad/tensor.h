@@ -72,6 +72,7 @@ typedef struct dg_tensor {
     int64_t tape_first_use;
     uint64_t grad_gen;              /* backward pass that wrote .grad */
     uint64_t ready_gen;             /* backward pass that declared it final */
+    bool has_grad;                  /* parameters: see dg_param_has_grad */
     /* int32 values written from the host: their range, valid while no
      * int32 write has happened in the context since (range_epoch), so
      * that cross entropy need not read labels back from a GPU (internal) */
@@ -139,8 +140,18 @@ float *dg_ctx_param_buffer(dg_ctx *ctx, size_t *numel);
 float *dg_ctx_grad_buffer(dg_ctx *ctx, size_t *numel);
 /* Offset of a parameter in the flat buffers, in floats. */
 size_t dg_param_offset(const dg_tensor *param);
-/* Set every parameter gradient to zero. */
+/* Set every parameter gradient to zero and to "none" (dg_param_has_grad
+ * false), as PyTorch's zero_grad(set_to_none=True). */
 void dg_ctx_zero_grad(dg_ctx *ctx);
+/* Whether parameter p has a gradient: backward reached it since its
+ * gradient was last zeroed (PyTorch: p.grad is not None, with the default
+ * zero_grad of PyTorch 2). A new parameter has none. The buffer behind it
+ * always exists and reads 0 while there is none. Optimizers skip
+ * parameters without a gradient; DDP gives a parameter one when backward
+ * reached it on any rank. dg_param_set_has_grad is for a gradient written
+ * by hand (PyTorch: p.grad = ...). */
+bool dg_param_has_grad(const dg_tensor *p);
+void dg_param_set_has_grad(dg_tensor *p, bool has);
 
 /* In-place initializers (no autograd): uniform in [lo, hi) from ctx's RNG,
  * normal(mean, std), and a constant. */

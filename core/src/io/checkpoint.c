@@ -96,6 +96,13 @@ static dg_status check_payload(const Dg__Checkpoint *ck, const char *name) {
             return dg_set_error("%s: corrupt checkpoint: %zu optimizer state tensors for %zu parameters "
                                 "and %d slots", name, o->n_state, ck->n_params, o->num_slots);
         if (o->step_count < 0) return dg_set_error("%s: corrupt checkpoint: negative optimizer step count", name);
+        if (o->n_param_steps && o->n_param_steps != ck->n_params)
+            return dg_set_error("%s: corrupt checkpoint: %zu per-parameter step counts for %zu parameters", name,
+                                o->n_param_steps, ck->n_params);
+        for (size_t i = 0; i < o->n_param_steps; i++)
+            if (o->param_steps[i] < 0 || o->param_steps[i] > o->step_count)
+                return dg_set_error("%s: corrupt checkpoint: parameter %zu's step count %lld is outside [0, %lld]",
+                                    name, i, (long long)o->param_steps[i], (long long)o->step_count);
         for (size_t i = 0; i < o->n_state; i++) {
             if (check_tensor(o->state[i], name, "optimizer state", i)) return DG_ERR;
             const Dg__Tensor *p = ck->params[i / (size_t)o->num_slots];
@@ -433,6 +440,7 @@ dg_status dg_checkpoint_write(const char *dir, dg_ctx *ctx, dg_optim *opt, const
     Dg__SamplerState ss = DG__SAMPLER_STATE__INIT;
     Dg__CheckpointFile file = DG__CHECKPOINT_FILE__INIT;
     uint8_t *payload = NULL, *rec = NULL;
+    int64_t *psteps = NULL;
     char producer[64];
     if (!s) {
         ck.n_params = (size_t)np;
@@ -446,6 +454,17 @@ dg_status dg_checkpoint_write(const char *dir, dg_ctx *ctx, dg_optim *opt, const
             os.n_hparams = 1;
             os.hparams = hp;
             os.step_count = dg_optim_step_count(opt);
+            /* per-parameter counts only when a parameter fell behind (it
+             * had no gradient at some step); else the file is as before */
+            bool behind = false;
+            for (int i = 0; i < np; i++) behind |= dg_optim_param_step_count(opt, i) != os.step_count;
+            if (behind) {
+                psteps = malloc((size_t)np * sizeof *psteps);
+                DG_ASSERT(psteps != NULL);
+                for (int i = 0; i < np; i++) psteps[i] = dg_optim_param_step_count(opt, i);
+                os.n_param_steps = (size_t)np;
+                os.param_steps = psteps;
+            }
             os.num_slots = nslots;
             os.n_state = nstate;
             os.state = pp + np;
@@ -499,6 +518,7 @@ dg_status dg_checkpoint_write(const char *dir, dg_ctx *ctx, dg_optim *opt, const
     free(pp);
     free(payload);
     free(rec);
+    free(psteps);
     if (!s) prune(dir, keep);
     return s;
 }
@@ -642,6 +662,7 @@ void dg_checkpoint_apply(const dg_checkpoint *c, dg_ctx *ctx, dg_optim *opt, dg_
             dg_tensor_copy_from_host(t, o->state[i]->data.data);
         }
         dg_optim_set_step_count(opt, o->step_count);
+        for (size_t i = 0; i < o->n_param_steps; i++) dg_optim_set_param_step_count(opt, (int)i, o->param_steps[i]);
         for (size_t i = 0; i < o->n_hparams; i++)
             if (!strcmp(o->hparams[i]->name, "lr")) dg_optim_set_lr(opt, (float)o->hparams[i]->value);
     }

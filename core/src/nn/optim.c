@@ -29,7 +29,9 @@ struct dg_optim {
     int n;
     dg_sgd_opts sgd;
     dg_adam_opts adam;
-    int64_t steps;
+    int64_t steps;             /* dg_optim_step calls */
+    int64_t *psteps;           /* per parameter: updates taken (PyTorch's
+                                  state['step']); behind while it had no grad */
     int nslots;
     dg_tensor **state;         /* n * nslots, row per parameter */
     bool flat;                 /* params are one range of the flat buffers */
@@ -74,6 +76,7 @@ static dg_optim *optim_new(const char *name, dg_tensor *const *params, int n, in
     o->n = n;
     o->params = dg__ctx_calloc(ctx, (size_t)n * sizeof *o->params);
     memcpy(o->params, params, (size_t)n * sizeof *o->params);
+    o->psteps = dg__ctx_calloc(ctx, (size_t)n * sizeof *o->psteps);
     o->nslots = nslots;
     o->state = dg__ctx_calloc(ctx, (size_t)(n * (nslots ? nslots : 1)) * sizeof *o->state);
     o->flat = true;
@@ -178,6 +181,7 @@ static void adam_bias(const dg_optim *o, int64_t t, double *step_size, double *b
 static void on_replay(void *user) {
     dg_optim *o = user;
     o->steps++;
+    for (int i = 0; i < o->n; i++) o->psteps[i]++;
     if (o->kind != OPT_ADAM) return;
     double ss, bc2;
     adam_bias(o, o->steps, &ss, &bc2);
@@ -194,6 +198,14 @@ static void step_captured(dg_optim *o) {
     dg_ctx *ctx = o->ctx;
     const dg_backend *be = ctx->be;
     dg__graph_on_replay(ctx, on_replay, o);
+    for (int i = 0; i < o->n; i++)
+        if (!o->params[i]->has_grad || o->psteps[i] != o->steps) {
+            dg__graph_fail(ctx, "dg_optim_step: parameter %d (%s) %s: a captured step updates every "
+                                "parameter, so each needs a gradient at every step", o->params[i]->param_index,
+                           o->params[i]->name ? o->params[i]->name : "unnamed",
+                           o->params[i]->has_grad ? "skipped earlier steps" : "has no gradient");
+            return;
+        }
     if (o->kind == OPT_SGD) {
         const dg_sgd_opts *s = &o->sgd;
         if (o->nslots && o->steps == 0)
@@ -221,6 +233,17 @@ static void step_captured(dg_optim *o) {
     }
 }
 
+/* Range r of an eager step: the whole flat span when every parameter has a
+ * gradient and all are at the same step (the usual case, one call), else
+ * parameter r; a parameter without a gradient is skipped, as PyTorch skips
+ * p.grad None, and its step count stays behind. */
+static bool step_whole(const dg_optim *o) {
+    if (!o->flat) return false;
+    for (int i = 0; i < o->n; i++)
+        if (!o->params[i]->has_grad || o->psteps[i] != o->psteps[0]) return false;
+    return true;
+}
+
 void dg_optim_step(dg_optim *o) {
     const dg_backend *be = o->ctx->be;
     if (o->ctx->capture) {
@@ -228,31 +251,36 @@ void dg_optim_step(dg_optim *o) {
         return;
     }
     o->steps++;
-    if (o->kind == OPT_SGD) {
-        const dg_sgd_opts *s = &o->sgd;
-        for (int i = 0; i < nranges(o); i++) {
-            dg_tensor *p = o->params[i];
-            float *buf = o->nslots ? o->state[i * o->nslots]->data : NULL;
-            be->optim.sgd_step(p->data, p->grad->data, buf, range_len(o, i), s->lr, s->momentum, s->dampening,
-                         s->weight_decay, s->nesterov, o->steps == 1);
-        }
-        return;
-    }
-    const dg_adam_opts *a = &o->adam;
-    double step_size, bc2_sqrt;
-    adam_bias(o, o->steps, &step_size, &bc2_sqrt);
-    for (int i = 0; i < nranges(o); i++) {
+    bool whole = step_whole(o);
+    for (int i = 0; i < (whole ? 1 : o->n); i++) {
         dg_tensor *p = o->params[i];
+        if (!whole && !p->has_grad) continue;
+        int64_t len = whole ? o->span : dg_numel(p), t = 0;
+        if (whole)
+            for (int j = 0; j < o->n; j++) t = ++o->psteps[j];
+        else
+            t = ++o->psteps[i];
+        if (o->kind == OPT_SGD) {
+            const dg_sgd_opts *s = &o->sgd;
+            float *buf = o->nslots ? o->state[i * o->nslots]->data : NULL;
+            be->optim.sgd_step(p->data, p->grad->data, buf, len, s->lr, s->momentum, s->dampening,
+                               s->weight_decay, s->nesterov, t == 1);
+            continue;
+        }
+        const dg_adam_opts *a = &o->adam;
+        double step_size, bc2_sqrt;
+        adam_bias(o, t, &step_size, &bc2_sqrt);
         dg_tensor **st = o->state + i * o->nslots;
         be->optim.adam_step(p->data, p->grad->data, st[0]->data, st[1]->data, a->amsgrad ? st[2]->data : NULL,
-                      range_len(o, i), a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, o->decoupled,
-                      step_size, bc2_sqrt);
+                            len, a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, o->decoupled, step_size,
+                            bc2_sqrt);
     }
 }
 
 void dg_optim_zero_grad(dg_optim *o) {
     for (int i = 0; i < nranges(o); i++)
         o->ctx->be->mem.memset0(o->params[i]->grad->data, (size_t)range_len(o, i) * sizeof(float));
+    for (int i = 0; i < o->n; i++) o->params[i]->has_grad = false;
 }
 
 float dg_optim_get_lr(const dg_optim *o) { return o->kind == OPT_SGD ? o->sgd.lr : o->adam.lr; }
@@ -263,7 +291,18 @@ void dg_optim_set_lr(dg_optim *o, float lr) {
 }
 
 int64_t dg_optim_step_count(const dg_optim *o) { return o->steps; }
-void dg_optim_set_step_count(dg_optim *o, int64_t steps) { o->steps = steps; }
+void dg_optim_set_step_count(dg_optim *o, int64_t steps) {
+    o->steps = steps;
+    for (int i = 0; i < o->n; i++) o->psteps[i] = steps;
+}
+int64_t dg_optim_param_step_count(const dg_optim *o, int i) {
+    DG_ASSERT(i >= 0 && i < o->n);
+    return o->psteps[i];
+}
+void dg_optim_set_param_step_count(dg_optim *o, int i, int64_t steps) {
+    DG_ASSERT(i >= 0 && i < o->n && steps >= 0);
+    o->psteps[i] = steps;
+}
 int dg_optim_num_slots(const dg_optim *o) { return o->nslots; }
 
 dg_tensor *dg_optim_state(dg_optim *o, int i, int slot) {
