@@ -8,6 +8,9 @@
 #   link; QDISC=none measures the bare veth. Kernels without sch_netem (some
 #   VMs) get FALLBACK="tbf rate 1gbit burst 64kb latency 100ms" instead: a
 #   slower link, but no added delay. Needs root, iproute2 and tc.
+#   CONFIGS="yes 25 fp32;no 25 fp32;..." picks the rows: overlap (yes|no),
+#   bucket cap in MiB, and the gradients' all-reduce dtype (fp32|bf16,
+#   bf16 = --bf16-allreduce); the default is the four fp32 rows below.
 set -eu
 bin=$(realpath "$1") data=${2:-data/mnist} reps=${3:-3}
 qdisc=${QDISC:-netem delay 1ms rate 10gbit}
@@ -39,27 +42,28 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 echo "mnist_mlp, 1 epoch, 2 ranks in 2 network namespaces (Open MPI TCP over veth), qdisc: $qdisc,"
 echo "median of $reps runs per row (rows interleaved, so that drifting load hits them alike)"
 echo
-configs=("yes 25" "no 25" "yes 0.05" "no 0.05")
+IFS=';' read -r -a configs <<<"${CONFIGS:-yes 25 fp32;no 25 fp32;yes 0.05 fp32;no 0.05 fp32}"
 for rep in $(seq "$reps"); do
   for c in "${configs[@]}"; do
-    read -r ov cap <<<"$c"
+    read -r ov cap dt <<<"$c"
     flags=(--bucket-cap-mb "$cap"); [ "$ov" = yes ] || flags+=(--no-overlap)
+    [ "${dt:-fp32}" = bf16 ] && flags+=(--bf16-allreduce)
     line=$(ip netns exec dgns1 timeout 300 "$src/launcher/dgrun" -n 2 --hosts 10.213.0.1:1,10.213.0.2:1 \
              --mpirun-args "$net" "$bin" --data "$data" --epochs 1 --threads 1 --json --seed 3 \
              "${flags[@]}" 2>/dev/null | grep '^{' | tail -n 1)
-    [ -n "$line" ] || { echo "run failed: overlap=$ov cap=$cap" >&2; exit 1; }
-    key="$ov-$cap"
+    [ -n "$line" ] || { echo "run failed: overlap=$ov cap=$cap dtype=${dt:-fp32}" >&2; exit 1; }
+    key="$ov-$cap-${dt:-fp32}"
     field train_seconds "$line" >>"$dir/t.$key"
     field train_samples_per_sec "$line" >>"$dir/s.$key"
     field allreduce_seconds "$line" >>"$dir/w.$key"
     field buckets "$line" >"$dir/b.$key"
   done
 done
-echo "| overlap | bucket cap (MiB) | buckets | train s | samples/s | allreduce wait s |"
-echo "|---|---|---|---|---|---|"
+echo "| overlap | bucket cap (MiB) | all-reduce dtype | buckets | train s | samples/s | allreduce wait s |"
+echo "|---|---|---|---|---|---|---|"
 for c in "${configs[@]}"; do
-  read -r ov cap <<<"$c"
-  key="$ov-$cap"
-  printf '| %s | %s | %s | %.2f | %.0f | %.2f |\n' "$ov" "$cap" "$(cat "$dir/b.$key")" \
+  read -r ov cap dt <<<"$c"
+  key="$ov-$cap-${dt:-fp32}"
+  printf '| %s | %s | %s | %s | %.2f | %.0f | %.2f |\n' "$ov" "$cap" "${dt:-fp32}" "$(cat "$dir/b.$key")" \
     "$(median <"$dir/t.$key")" "$(median <"$dir/s.$key")" "$(median <"$dir/w.$key")"
 done

@@ -4,6 +4,7 @@
 
 #include "comm-impl.h"
 #include "impl.h"   /* dg__cuda_set_local_rank */
+#include "amp-impl.h"   /* dg__bf16_round, dg__bf16_widen */
 
 #include <errno.h>
 #include <math.h>
@@ -24,6 +25,7 @@ size_t dg_comm_dtype_size(dg_comm_dtype dtype) {
     switch (dtype) {
     case DG_COMM_F32: case DG_COMM_I32: return 4;
     case DG_COMM_F64: case DG_COMM_I64: return 8;
+    case DG_COMM_BF16: return 2;
     }
     return 0;
 }
@@ -222,6 +224,12 @@ static void avg_divide(void *buf, size_t n, dg_comm_dtype dt, int size) {
     case DG_COMM_I64: {
         int64_t *p = buf, d = (int64_t)size;
         for (size_t i = 0; i < n; i++) p[i] /= d;
+        break;
+    }
+    case DG_COMM_BF16: {
+        uint16_t *p = buf;
+        float d = (float)size;
+        for (size_t i = 0; i < n; i++) p[i] = dg__bf16_round(dg__bf16_widen(p[i]) / d);
         break;
     }
     }
@@ -425,9 +433,14 @@ static dg_status check_common(dg_comm *c, const char *what, dg_comm_dtype dt,
     return DG_OK;
 }
 
-static dg_status check_op(const char *what, dg_comm_op op) {
+static dg_status check_op(const char *what, dg_comm_op op, dg_comm_dtype dt) {
     switch (op) {
-    case DG_COMM_SUM: case DG_COMM_AVG: case DG_COMM_MAX: case DG_COMM_MIN:
+    case DG_COMM_SUM: case DG_COMM_AVG:
+        return DG_OK;
+    case DG_COMM_MAX: case DG_COMM_MIN:
+        if (dt == DG_COMM_BF16)
+            return dg_set_error("%s: bfloat16 reduces with SUM or AVG only, not %s", what,
+                                op == DG_COMM_MAX ? "MAX" : "MIN");
         return DG_OK;
     }
     return dg_set_error("%s: invalid op %d", what, (int)op);
@@ -445,7 +458,7 @@ static dg_status start_allreduce(dg_comm *c, const char *what, void *buf,
                                  dg_comm_request **out) {
     *out = NULL;
     if (check_common(c, what, dt, count, 1) != DG_OK) return DG_ERR;
-    if (check_op(what, op) != DG_OK) return DG_ERR;
+    if (check_op(what, op, dt) != DG_OK) return DG_ERR;
     if (count && !buf) return dg_set_error("%s: buf is NULL", what);
     dg_comm_request *r = req_acquire(c, what);
     if (!r) return DG_ERR;
@@ -506,7 +519,7 @@ static dg_status start_reduce_scatter(dg_comm *c, const char *what,
                                       dg_comm_request **out) {
     *out = NULL;
     if (check_common(c, what, dt, count, (size_t)c->size) != DG_OK) return DG_ERR;
-    if (check_op(what, op) != DG_OK) return DG_ERR;
+    if (check_op(what, op, dt) != DG_OK) return DG_ERR;
     size_t esz = dg_comm_dtype_size(dt);
     if (count && !recv) return dg_set_error("%s: recv is NULL", what);
     if (overlap(send, count * esz * (size_t)c->size, recv, count * esz))
@@ -632,7 +645,7 @@ dg_status dg__comm_dev_allreduce(dg_comm *c, void *buf, size_t count, dg_comm_dt
     DG_ASSERT(c && c->be->dev_allreduce);
     if (c->failed)
         return dg_set_error("%s: communicator failed earlier: %s", what, c->failed_msg);
-    if (check_common(c, what, dt, count, 1) != DG_OK || check_op(what, op) != DG_OK)
+    if (check_common(c, what, dt, count, 1) != DG_OK || check_op(what, op, dt) != DG_OK)
         return DG_ERR;
     return c->be->dev_allreduce(c, buf, count, dt, op);
 }

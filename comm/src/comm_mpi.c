@@ -2,6 +2,7 @@
  * duplicate of MPI_COMM_WORLD whose error handler is MPI_ERRORS_RETURN, so
  * that MPI errors come back as DG_ERR instead of aborting the process. */
 #include "comm-impl.h"
+#include "amp-impl.h"   /* dg__bf16_round, dg__bf16_widen */
 
 #include <limits.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@ typedef struct {
 static int g_users;
 static bool g_owns_mpi;
 static bool g_any_failed;
+static MPI_Op g_bf16_sum = MPI_OP_NULL;   /* created with the first user */
 
 static MPI_Request *req_mpi(dg_comm_request *r) {
     return (MPI_Request *)(void *)&r->be;
@@ -31,12 +33,23 @@ static MPI_Datatype mpi_dtype(dg_comm_dtype dt) {
     case DG_COMM_F64: return MPI_DOUBLE;
     case DG_COMM_I32: return MPI_INT32_T;
     case DG_COMM_I64: return MPI_INT64_T;
+    case DG_COMM_BF16: return MPI_UINT16_T;   /* reduced by g_bf16_sum */
     }
     DG_ASSERT(!"unknown dtype");
     return MPI_DATATYPE_NULL;
 }
 
-static MPI_Op mpi_op(dg_comm_op op) {
+/* inout[i] = bf16(float(in[i]) + float(inout[i])): MPI has no bfloat16,
+ * so bf16 travels as uint16 and this user op adds in float. */
+static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *dt) {
+    (void)dt;
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    for (int i = 0; i < *len; i++) b[i] = dg__bf16_round(dg__bf16_widen(a[i]) + dg__bf16_widen(b[i]));
+}
+
+static MPI_Op mpi_op(dg_comm_op op, dg_comm_dtype dt) {
+    if (dt == DG_COMM_BF16) return g_bf16_sum;   /* SUM or AVG: check_op refused the rest */
     switch (op) {
     case DG_COMM_SUM: case DG_COMM_AVG: return MPI_SUM;
     case DG_COMM_MAX: return MPI_MAX;
@@ -81,6 +94,8 @@ static dg_status mpi_init(dg_comm *c) {
         MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     }
     g_users++;
+    if (g_bf16_sum == MPI_OP_NULL && MPI_Op_create(bf16_sum, 1, &g_bf16_sum) != MPI_SUCCESS)
+        g_bf16_sum = MPI_OP_NULL;   /* bf16 collectives then fail with MPI's message */
 
     mpi_impl *m = calloc(1, sizeof *m);
     if (!m) {
@@ -155,7 +170,8 @@ static void mpi_finalize(dg_comm *c, bool failed) {
     free(m);
     c->impl = NULL;
     DG_ASSERT(g_users > 0);
-    if (--g_users == 0 && g_owns_mpi && !g_any_failed) {
+    if (--g_users == 0 && g_bf16_sum != MPI_OP_NULL) MPI_Op_free(&g_bf16_sum);
+    if (g_users == 0 && g_owns_mpi && !g_any_failed) {
         MPI_Finalize();
         g_owns_mpi = false;
     }
@@ -166,7 +182,7 @@ static dg_status mpi_iallreduce(dg_comm *c, dg_comm_request *r, void *buf,
     if (check_count(r->what, count) != DG_OK) return DG_ERR;
     mpi_impl *m = c->impl;
     int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, mpi_dtype(dt),
-                            mpi_op(op), m->world, req_mpi(r));
+                            mpi_op(op, dt), m->world, req_mpi(r));
     return rc == MPI_SUCCESS ? DG_OK : mpi_fail(c, r->what, "MPI_Iallreduce", rc);
 }
 
@@ -194,7 +210,7 @@ static dg_status mpi_ireduce_scatter(dg_comm *c, dg_comm_request *r,
     if (check_count(r->what, count) != DG_OK) return DG_ERR;
     mpi_impl *m = c->impl;
     int rc = MPI_Ireduce_scatter_block(send ? send : MPI_IN_PLACE, recv, (int)count,
-                                       mpi_dtype(dt), mpi_op(op), m->world,
+                                       mpi_dtype(dt), mpi_op(op, dt), m->world,
                                        req_mpi(r));
     return rc == MPI_SUCCESS ? DG_OK
                              : mpi_fail(c, r->what, "MPI_Ireduce_scatter_block", rc);

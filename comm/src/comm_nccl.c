@@ -130,6 +130,7 @@ static ncclDataType_t nccl_dtype(dg_comm_dtype dt) {
     case DG_COMM_F64: return ncclFloat64;
     case DG_COMM_I32: return ncclInt32;
     case DG_COMM_I64: return ncclInt64;
+    case DG_COMM_BF16: return ncclBfloat16;
     }
     DG_ASSERT(!"unknown dtype");
     return ncclFloat32;

@@ -53,6 +53,7 @@ struct dg_ddp {
     const dg_backend *be;       /* the context's backend */
     float *stage;               /* staged: pinned copy of the gradient buffer */
     int next_stage;             /* staged: buckets copied to stage, in order */
+    uint16_t *half;             /* bf16_compress: the gradient buffer in bf16 */
     int32_t *used;              /* per parameter: has a gradient on this rank,
                                    then on any rank (all-reduced with MAX) */
     dg_comm_request *used_req;
@@ -137,6 +138,7 @@ static void build_buckets(dg_ddp *d) {
     }
     d->nbuckets = nb;
     d->stats.num_buckets = nb;
+    if (d->opts.bf16_compress) d->stats.bytes_per_step /= 2;
 }
 
 static void reset_step(dg_ddp *d) {
@@ -176,7 +178,10 @@ static void launch_ready(dg_ddp *d, bool all) {
         dg_status st;
         if (d->path == PATH_DEVICE)
             st = dg__comm_dev_allreduce(d->comm, g + b->offset, b->count, DG_COMM_F32, DG_COMM_AVG);
-        else
+        else if (d->half) {
+            d->be->lowp.f32_to_bf16(d->half + b->offset, g + b->offset, (int64_t)b->count);
+            st = dg_comm_iallreduce(d->comm, d->half + b->offset, b->count, DG_COMM_BF16, DG_COMM_AVG, &b->req);
+        } else
             st = dg_comm_iallreduce(d->comm, (d->path == PATH_STAGED ? d->stage : g) + b->offset,
                                     b->count, DG_COMM_F32, DG_COMM_AVG, &b->req);
         if (st) {
@@ -252,6 +257,12 @@ dg_status dg_ddp_new(dg_ddp **out, dg_ctx *ctx, dg_comm *comm, dg_ddp_opts opts)
         free(d);
         return DG_ERR;
     }
+    if (opts.bf16_compress && (d->path != PATH_HOST || !d->be->lowp.f32_to_bf16)) {
+        dg_set_error("dg_ddp_new: bf16_compress needs a CPU context (the %s backend has no bf16 "
+                     "gradient path yet)", d->be->name);
+        free(d);
+        return DG_ERR;
+    }
     if (check_same_params(d)) {
         free(d);
         return DG_ERR;
@@ -263,6 +274,17 @@ dg_status dg_ddp_new(dg_ddp **out, dg_ctx *ctx, dg_comm *comm, dg_ddp_opts opts)
         return DG_ERR;
     }
     build_buckets(d);
+    if (opts.bf16_compress) {
+        d->half = malloc((n ? n : 1) * sizeof *d->half);
+        if (!d->half) {
+            dg_set_error("dg_ddp_new: out of memory for the bf16 gradient buffer (%zu values)", n);
+            free(d->buckets);
+            free(d->bucket_of);
+            free(d->used);
+            free(d);
+            return DG_ERR;
+        }
+    }
     if (d->path == PATH_STAGED && stage_new(d)) {
         stage_free(d);
         free(d->buckets);
@@ -284,6 +306,7 @@ void dg_ddp_free(dg_ddp *d) {
     free(d->buckets);
     free(d->bucket_of);
     free(d->used);
+    free(d->half);
     free(d);
 }
 
@@ -310,6 +333,9 @@ dg_status dg_ddp_backward(dg_ddp *d, dg_tensor *loss) {
         bucket *b = &d->buckets[k];
         if (!b->launched) continue;
         if (d->path != PATH_DEVICE && dg_comm_wait(b->req)) d->failed = true;
+        if (d->half && !d->failed)
+            d->be->lowp.bf16_to_f32(dg_ctx_grad_buffer(d->ctx, NULL) + b->offset, d->half + b->offset,
+                                    (int64_t)b->count);
         dg_timeline_end(d->tl, DG_TIMELINE_COMM + k);
     }
     if (!d->failed && np && dg_comm_wait(d->used_req)) d->failed = true;

@@ -55,3 +55,20 @@ if(DG_HAVE_MPI AND DG_MPIEXEC)
       PASS_REGULAR_EXPRESSION "passed on ${np} ranks" FAIL_REGULAR_EXPRESSION "FAIL")
   endforeach()
 endif()
+
+# bfloat16 gradient all-reduce (DG_COMM_BF16, dg_ddp_opts.bf16_compress):
+# the reduced gradients against the rule written out, replicas agree.
+add_executable(test_ddp_bf16 ${CMAKE_CURRENT_SOURCE_DIR}/ddp/test_ddp_bf16.c)
+target_link_libraries(test_ddp_bf16 PRIVATE dgrad_comm m)
+add_test(NAME ddp_bf16_plain COMMAND test_ddp_bf16)
+set_tests_properties(ddp_bf16_plain PROPERTIES TIMEOUT 120 ENVIRONMENT "${DG_DDP_TEST_ENV}"
+  PASS_REGULAR_EXPRESSION "passed on 1 ranks" FAIL_REGULAR_EXPRESSION "FAIL")
+if(DG_HAVE_MPI AND DG_MPIEXEC)
+  foreach(np 2 3)
+    add_test(NAME ddp_bf16_np${np}
+             COMMAND ${DG_MPIEXEC} --allow-run-as-root --oversubscribe --bind-to none
+                     --mca btl self,vader -n ${np} $<TARGET_FILE:test_ddp_bf16>)
+    set_tests_properties(ddp_bf16_np${np} PROPERTIES TIMEOUT 300 ENVIRONMENT "${DG_DDP_TEST_ENV}"
+      PASS_REGULAR_EXPRESSION "passed on ${np} ranks" FAIL_REGULAR_EXPRESSION "FAIL")
+  endforeach()
+endif()

@@ -14,6 +14,12 @@ if(DG_MNIST_DIR)
       set_tests_properties(mnist_mlp_mpi_np${np} PROPERTIES TIMEOUT 600
                            ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
     endforeach()
+    # gradients all-reduced as bfloat16 (--bf16-allreduce): learns as well
+    add_test(NAME mnist_mlp_bf16_allreduce_np2
+             COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_mnist.sh $<TARGET_FILE:mnist_mlp> ${DG_MNIST_DIR} 0.75 2
+                     ${DG_MPIEXEC} --allow-run-as-root --oversubscribe --bind-to none --mca btl self,vader -n 2)
+    set_tests_properties(mnist_mlp_bf16_allreduce_np2 PROPERTIES TIMEOUT 600
+                         ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;DG_TEST_FLAGS=--bf16-allreduce")
   endif()
 endif()
 

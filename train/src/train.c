@@ -73,6 +73,8 @@ static const dg_flag builtin_flags[] = {
     { "--no-train-accuracy", DG_FLAG_CLEAR, OPT(train_accuracy), NULL, "do not", 0, 0, NULL, NULL },
     { "--bucket-cap-mb", DG_FLAG_DOUBLE, OPT(bucket_cap_mb), "X", "DDP gradient bucket size in MiB", 0, 1e6, NULL, NULL },
     { "--no-overlap", DG_FLAG_CLEAR, OPT(overlap), NULL, "reduce gradients after backward instead of during it", 0, 0, NULL, NULL },
+    { "--bf16-allreduce", DG_FLAG_SET, OPT(bf16_allreduce), NULL, "all-reduce gradients as bfloat16 (half the bytes, as\n"
+      "PyTorch's bf16_compress_hook; CPU only)", 0, 0, NULL, NULL },
     { "--logdir", DG_FLAG_PATH, OPT(logdir), "DIR", "TensorBoard event files in DIR (rank 0): train/loss every\n"
       "--log-every steps, per epoch the mean loss, accuracies, lr, samples/s,\n"
       "all-reduce seconds, histograms of parameters and gradients", 0, 0, NULL, NULL },
@@ -879,6 +881,7 @@ static int setup_training(trainer *t) {
     if (!(t->opt = make_optimizer(o, t->params, t->np))) return fail(t, "optimizer: ");
     dg_ddp_opts dopts = dg_ddp_defaults();
     dopts.overlap = o->overlap;
+    dopts.bf16_compress = o->bf16_allreduce;
     dopts.bucket_cap_bytes = (size_t)(o->bucket_cap_mb * 1048576.0);
     if (dopts.first_bucket_cap_bytes > dopts.bucket_cap_bytes) dopts.first_bucket_cap_bytes = dopts.bucket_cap_bytes;
     if (dg_ddp_new(&t->ddp, t->ctx, t->comm, dopts)) return fail(t, "");

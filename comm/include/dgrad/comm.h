@@ -64,6 +64,11 @@ typedef enum {
     DG_COMM_F64,   /* double  */
     DG_COMM_I32,   /* int32_t */
     DG_COMM_I64,   /* int64_t */
+    DG_COMM_BF16,  /* bfloat16, as uint16_t bits (the upper half of a float).
+                      SUM and AVG only: each addition is done in float and
+                      rounded back to bfloat16 (to nearest even), so a sum
+                      over W ranks is rounded W - 1 times; AVG divides in
+                      float and rounds once more. */
 } dg_comm_dtype;
 
 typedef enum {

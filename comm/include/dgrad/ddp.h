@@ -54,6 +54,12 @@ typedef struct {
     size_t first_bucket_cap_bytes;  /* 1 MiB, PyTorch's first bucket */
     bool overlap;                   /* start each bucket during backward (true);
                                        false: reduce every bucket after backward */
+    bool bf16_compress;             /* false. true: each bucket is rounded to
+                                       bfloat16, all-reduced as bfloat16 (half
+                                       the bytes; additions in float, see
+                                       DG_COMM_BF16) and widened back, as
+                                       PyTorch's bf16_compress_hook. CPU
+                                       contexts only, for now */
 } dg_ddp_opts;
 
 dg_ddp_opts dg_ddp_defaults(void);

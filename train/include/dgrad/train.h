@@ -132,6 +132,7 @@ typedef struct {
     bool json;
     const char *device;         /* "cpu", "cuda" */
     bool overlap;
+    bool bf16_allreduce;        /* --bf16-allreduce: DDP's bf16_compress */
     double bucket_cap_mb;
     const char *logdir;         /* TensorBoard event files */
     bool logdir_per_rank;
