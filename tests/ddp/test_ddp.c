@@ -7,6 +7,7 @@
 #include "dgrad/nn.h"
 #include "dgrad/ops.h"
 #include "dgrad/optim.h"
+#include "rank_check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -15,18 +16,6 @@
 
 enum { IN = 12, HID = 16, OUT = 5, B = 3, STEPS = 6 };
 
-static int g_fail;
-static int g_rank;
-
-#define CHECK(cond, ...)                                                         \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "rank %d: FAIL %s:%d: ", g_rank, __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                        \
-            fputc('\n', stderr);                                                 \
-            g_fail = 1;                                                          \
-        }                                                                        \
-    } while (0)
 
 /* The same synthetic data on every rank: row i of the global batch of
  * step s. */
@@ -169,9 +158,7 @@ int main(void) {
     equivalence(comm, true, true, 1200, true);
     equivalence(comm, false, true, 64, true);
     mismatch(comm);
-    int fail = g_fail;
-    dg_comm_allreduce(comm, &fail, 1, DG_COMM_I32, DG_COMM_MAX);
-    if (g_rank == 0) printf("%s on %d ranks\n", fail ? "FAILED" : "passed", dg_comm_size(comm));
+    int fail = rank_check_finish(comm);
     dg_comm_free(comm);
     return fail;
 }

@@ -14,6 +14,7 @@
 #include "dgrad/nn.h"
 #include "dgrad/ops.h"
 #include "dgrad/optim.h"
+#include "rank_check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -22,17 +23,6 @@
 
 enum { IN = 12, HID = 16, OUT = 5, B = 7, STEPS = 6, NV = 1000 };
 
-static int g_fail, g_rank;
-
-#define CHECK(cond, ...)                                                         \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "rank %d: FAIL %s:%d: ", g_rank, __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                        \
-            fputc('\n', stderr);                                                 \
-            g_fail = 1;                                                          \
-        }                                                                        \
-    } while (0)
 
 /* The rule, written out: float -> bf16 to nearest even, and back. */
 static uint16_t to_bf16(float x) {
@@ -181,9 +171,7 @@ int main(void) {
     comm_bf16(comm);
     ddp_bf16(comm, 25u << 20);
     ddp_bf16(comm, 256);   /* several buckets */
-    int fail = g_fail;
-    dg_comm_allreduce(comm, &fail, 1, DG_COMM_I32, DG_COMM_MAX);
-    if (g_rank == 0) printf("%s on %d ranks\n", fail ? "FAILED" : "passed", dg_comm_size(comm));
+    int fail = rank_check_finish(comm);
     dg_comm_free(comm);
     return fail;
 }

@@ -21,6 +21,7 @@
 #include "dgrad/nn.h"
 #include "dgrad/ops.h"
 #include "dgrad/optim.h"
+#include "rank_check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -29,17 +30,6 @@
 
 enum { IN = 8, OUT = 4, B = 5, STEPS = 8 };
 
-static int g_fail, g_rank;
-
-#define CHECK(cond, ...)                                                         \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "rank %d: FAIL %s:%d: ", g_rank, __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                        \
-            fputc('\n', stderr);                                                 \
-            g_fail = 1;                                                          \
-        }                                                                        \
-    } while (0)
 
 typedef struct {
     dg_ctx *ctx;
@@ -219,9 +209,7 @@ int main(int argc, char **argv) {
     run(comm, true, 25u << 20);
     run(comm, true, 64);        /* a bucket per parameter */
     run(comm, false, 64);
-    int fail = g_fail;
-    dg_comm_allreduce(comm, &fail, 1, DG_COMM_I32, DG_COMM_MAX);
-    if (g_rank == 0) printf("%s on %d ranks\n", fail ? "FAILED" : "passed", dg_comm_size(comm));
+    int fail = rank_check_finish(comm);
     dg_comm_free(comm);
     return fail;
 }

@@ -12,6 +12,7 @@
 #include "dgrad/ddp.h"
 #include "dgrad/ops.h"
 #include "dgrad/optim.h"
+#include "rank_check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -20,17 +21,6 @@
 
 enum { B = 4, STEPS = 8, LAYERS = 4 };
 
-static int g_fail, g_rank;
-
-#define CHECK(cond, ...)                                                         \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "rank %d: FAIL %s:%d: ", g_rank, __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                        \
-            fputc('\n', stderr);                                                 \
-            g_fail = 1;                                                          \
-        }                                                                        \
-    } while (0)
 
 static dg_tensor *loss_of(dg_ctx *ctx, dg_module *m, int s, int r) {
     static float x[B * 28 * 28];

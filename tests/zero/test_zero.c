@@ -23,6 +23,7 @@
 #include "dgrad/ops.h"
 #include "dgrad/optim.h"
 #include "dgrad/zero.h"
+#include "../ddp/rank_check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -31,18 +32,6 @@
 
 enum { IN = 12, HID = 16, OUT = 5, B = 4, STEPS = 300, CK_K = 150, CK_M = 150 };
 
-static int g_fail;
-static int g_rank;
-
-#define CHECK(cond, ...)                                                         \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "rank %d: FAIL %s:%d: ", g_rank, __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                        \
-            fputc('\n', stderr);                                                 \
-            g_fail = 1;                                                          \
-        }                                                                        \
-    } while (0)
 
 /* Rows row0.. of the global batch of step `step`, the same on every rank. */
 static void make_batch(int step, int rows, int row0, float *x, int32_t *y) {
@@ -439,9 +428,7 @@ int main(int argc, char **argv) {
         dg_comm_free(comm);
         return 2;
     }
-    int fail = g_fail;
-    dg_comm_allreduce(comm, &fail, 1, DG_COMM_I32, DG_COMM_MAX);
-    if (g_rank == 0) printf("%s on %d ranks\n", fail ? "FAILED" : "passed", dg_comm_size(comm));
+    int fail = rank_check_finish(comm);
     dg_comm_free(comm);
     return fail;
 }
