@@ -54,3 +54,15 @@ if(DG_HAVE_PROTOBUF)
                          ENVIRONMENT "${DG_ZERO_TEST_ENV}" FIXTURES_REQUIRED zero_ckpt)
   endforeach()
 endif()
+
+# The trainer's --zero, as a user runs it (tests/test_zero_train.sh): the
+# same params_hash as DDP at 2 ranks, half the state, exact resume from
+# sharded checkpoints, resumed at 1 rank, flags it refuses.
+find_program(DG_MPIEXEC NAMES mpiexec mpirun)
+if(DG_HAVE_PROTOBUF AND DG_MNIST_DIR AND DG_HAVE_MPI AND DG_MPIEXEC)
+  add_test(NAME mnist_mlp_zero
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_zero_train.sh $<TARGET_FILE:mnist_mlp> ${DG_MNIST_DIR}
+                   ${DG_MPIEXEC} --allow-run-as-root --oversubscribe --bind-to none --mca btl self,vader)
+  set_tests_properties(mnist_mlp_zero PROPERTIES TIMEOUT 600 ENVIRONMENT "${DG_ZERO_TEST_ENV}"
+                       PASS_REGULAR_EXPRESSION "test_zero_train: passed" FAIL_REGULAR_EXPRESSION "FAIL")
+endif()

@@ -12,6 +12,7 @@
 #include "dgrad/optim.h"
 #include "dgrad/progress.h"
 #include "dgrad/sched.h"
+#include "dgrad/zero.h"
 #include "dgrad/summary.h"
 #include "dgrad/timeline.h"
 
@@ -75,6 +76,9 @@ static const dg_flag builtin_flags[] = {
     { "--no-overlap", DG_FLAG_CLEAR, OPT(overlap), NULL, "reduce gradients after backward instead of during it", 0, 0, NULL, NULL },
     { "--bf16-allreduce", DG_FLAG_SET, OPT(bf16_allreduce), NULL, "all-reduce gradients as bfloat16 (half the bytes, as\n"
       "PyTorch's bf16_compress_hook; CPU only)", 0, 0, NULL, NULL },
+    { "--zero", DG_FLAG_SET, OPT(zero), NULL, "ZeRO-1: shard the optimizer state over the ranks (reduce-scatter,\n"
+      "update a shard, all-gather; PyTorch's ZeroRedundancyOptimizer);\n"
+      "with --sched none", 0, 0, NULL, NULL },
     { "--logdir", DG_FLAG_PATH, OPT(logdir), "DIR", "TensorBoard event files in DIR (rank 0): train/loss every\n"
       "--log-every steps, per epoch the mean loss, accuracies, lr, samples/s,\n"
       "all-reduce seconds, histograms of parameters and gradients", 0, 0, NULL, NULL },
@@ -168,6 +172,12 @@ static int check_combinations(const dg_train_program *p, const dg_train_opts *o)
         msg = "--cuda-graph needs --sched none (a captured step cannot follow a schedule)";
     else if (o->cuda_graph && p->begin_step)   /* the graph changes per step */
         msg = "--cuda-graph cannot replay a model whose graph changes per step (it has a begin_step hook)";
+    else if (o->zero && strcmp(o->sched, "none"))   /* dg_sched drives a dg_optim */
+        msg = "--zero needs --sched none (the schedulers drive an unsharded optimizer)";
+    else if (o->zero && o->cuda_graph)
+        msg = "--zero cannot be captured with --cuda-graph";
+    else if (o->zero && o->bf16_allreduce)
+        msg = "--zero reduce-scatters the gradients in float32: drop --bf16-allreduce";
     if (!msg) return 0;
     fprintf(stderr, "%s: %s\n", p->prog, msg);
     return 2;
@@ -448,7 +458,7 @@ static void observe_step(observers *ob, const dg_train_opts *o, double loss, int
 
 /* Write errors are sticky: close_observers reports them. train_acc < 0:
  * not measured. */
-static void observe_epoch(observers *ob, dg_ctx *ctx, dg_ddp *ddp, dg_optim *opt, double loss,
+static void observe_epoch(observers *ob, dg_ctx *ctx, dg_ddp *ddp, float lr, double loss,
                           double train_acc, double test_acc, double samples_per_sec) {
     dg_ddp_stats st;
     dg_ddp_get_stats(ddp, &st);
@@ -459,7 +469,7 @@ static void observe_epoch(observers *ob, dg_ctx *ctx, dg_ddp *ddp, dg_optim *opt
     dg_summary_add_scalar(ob->tb, "epoch/loss", (float)loss, s);
     if (train_acc >= 0) dg_summary_add_scalar(ob->tb, "epoch/train_accuracy", (float)train_acc, s);
     dg_summary_add_scalar(ob->tb, "epoch/test_accuracy", (float)test_acc, s);
-    dg_summary_add_scalar(ob->tb, "train/lr", dg_optim_get_lr(opt), s);
+    dg_summary_add_scalar(ob->tb, "train/lr", lr, s);
     dg_summary_add_scalar(ob->tb, "train/samples_per_sec", (float)samples_per_sec, s);
     dg_summary_add_scalar(ob->tb, "ddp/allreduce_seconds", (float)allreduce, s);
     int np;
@@ -505,9 +515,10 @@ static void close_observers(const dg_train_program *p, observers *ob, const dg_t
 /* ---- checkpoints (--checkpoint-dir, --resume) ------------------------- */
 /* Collective. Every rank returns the same status; rank 0 prints the error. */
 static int save_checkpoint(const dg_train_program *p, const dg_train_opts *o, dg_ctx *ctx, dg_optim *opt,
-                           dg_comm *comm, dg_train_state *ts, dg_progress *progress) {
+                           dg_zero *zero, dg_comm *comm, dg_train_state *ts, dg_progress *progress) {
     dg_clear_error();
-    if (dg_checkpoint_save(o->ckpt_dir, ctx, opt, ts, comm, o->keep)) {
+    if (zero ? dg_zero_checkpoint_save(o->ckpt_dir, zero, ts, o->keep)
+             : dg_checkpoint_save(o->ckpt_dir, ctx, opt, ts, comm, o->keep)) {
         if (dg_comm_rank(comm) == 0) fprintf(stderr, "%s: checkpoint: %s\n", p->prog, dg_last_error());
         return 1;
     }
@@ -519,7 +530,8 @@ static int save_checkpoint(const dg_train_program *p, const dg_train_opts *o, dg
 /* --resume: 0 and *resumed on success (false when DIR holds no checkpoint),
  * else 1 on every rank (rank 0 prints the one-line error). */
 static int resume_checkpoint(const dg_train_program *p, const dg_train_opts *o, dg_ctx *ctx, dg_optim *opt,
-                             dg_comm *comm, dg_train_state *ts, dg_progress *progress, bool *resumed) {
+                             dg_zero *zero, dg_comm *comm, dg_train_state *ts, dg_progress *progress,
+                             bool *resumed) {
     char path[4096] = "";
     int32_t found[2] = { 0, 0 };   /* status, found */
     dg_clear_error();
@@ -539,7 +551,8 @@ static int resume_checkpoint(const dg_train_program *p, const dg_train_opts *o, 
             dg_progress_log(progress, "resume: no checkpoint in %s, starting from scratch", o->ckpt_dir);
         return 0;
     }
-    if (dg_checkpoint_load(o->ckpt_dir, ctx, opt, ts, comm, path, sizeof path)) {
+    if (zero ? dg_zero_checkpoint_load(o->ckpt_dir, zero, ts, path, sizeof path)
+             : dg_checkpoint_load(o->ckpt_dir, ctx, opt, ts, comm, path, sizeof path)) {
         if (dg_comm_rank(comm) == 0) fprintf(stderr, "%s: --resume: %s\n", p->prog, dg_last_error());
         return 1;
     }
@@ -585,8 +598,9 @@ typedef struct {
     dg_module *model;
     dg_tensor **params, **bufs;
     int np, nb;
-    dg_optim *opt;
-    dg_ddp *ddp;
+    dg_optim *opt;              /* NULL with --zero */
+    dg_zero *zero;              /* --zero, else NULL */
+    dg_ddp *ddp;                /* with --zero only for its broadcasts: always no-sync */
     observers ob;
     bool ob_open;
     graph_step gs;
@@ -795,7 +809,8 @@ static int nonfinite_step(trainer *t, bool loss_bad, double loss) {
                             "skipped (%lld so far)", (long long)t->gstep + 1, who, bad, pname,
                             (long long)t->skipped_steps);
         if (t->ob.tb) dg_summary_add_scalar(t->ob.tb, "train/skipped_steps", (float)t->skipped_steps, t->gstep);
-        dg_optim_zero_grad(t->opt);
+        if (t->zero) dg_zero_zero_grad(t->zero);
+        else dg_optim_zero_grad(t->opt);
         return 0;
     }
     if (t->rank == 0) {
@@ -814,6 +829,7 @@ static void trainer_free(trainer *t) {
     free(t->slow_named);
     if (t->ob_open) close_observers(t->p, &t->ob, &t->o, t->rank, t->world);
     dg_graph_free(t->gs.g);
+    dg_zero_free(t->zero);
     dg_ddp_free(t->ddp);
     dg_loader_free(&t->loader);
     dg_sampler_free(&t->sampler);
@@ -878,7 +894,7 @@ static int setup_training(trainer *t) {
     }
     t->np = dg_module_parameters(t->model, &t->params);
     t->nb = dg_module_buffers(t->model, &t->bufs);
-    if (!(t->opt = make_optimizer(o, t->params, t->np))) return fail(t, "optimizer: ");
+    if (!o->zero && !(t->opt = make_optimizer(o, t->params, t->np))) return fail(t, "optimizer: ");
     dg_ddp_opts dopts = dg_ddp_defaults();
     dopts.overlap = o->overlap;
     dopts.bf16_compress = o->bf16_allreduce;
@@ -891,6 +907,14 @@ static int setup_training(trainer *t) {
     dg_ddp_set_timeline(t->ddp, t->ob.tl);
     t->gs = (graph_step){ .on = o->cuda_graph, .warmup = 3 };
     if (t->gs.on) dg_ddp_set_no_sync(t->ddp, true);   /* one process: nothing to reduce */
+    if (o->zero) {   /* the gradients go through dg_zero_step instead */
+        dg_zero_kind kind;
+        if (dg_zero_kind_from_name(o->optimizer, &kind)) return fail(t, "--zero: ");
+        dg_zero_opts zo = dg_zero_defaults(kind, o->lr);
+        zo.adam.lr = o->lr;
+        if (dg_zero_new(&t->zero, t->ctx, t->comm, zo)) return fail(t, "--zero: ");
+        dg_ddp_set_no_sync(t->ddp, true);
+    }
     /* DistributedSampler semantics: a shuffle shared by every rank, padded
      * so that each rank gets the same number of samples */
     if (dg_sampler_init(&t->sampler, t->train.n, t->rank, t->world, true, o->seed, false) ||
@@ -909,7 +933,7 @@ static int setup_training(trainer *t) {
     /* checkpoint state: the epoch's loss sums are per-rank statistics */
     t->ts = (dg_train_state){ .batch_size = o->batch_size, .optimizer = o->optimizer, .sampler = &t->sampler,
                               .buffers = t->bufs, .num_buffers = t->nb };
-    if (o->resume && resume_checkpoint(p, o, t->ctx, t->opt, t->comm, &t->ts, t->ob.progress, &t->resumed))
+    if (o->resume && resume_checkpoint(p, o, t->ctx, t->opt, t->zero, t->comm, &t->ts, t->ob.progress, &t->resumed))
         return 1;
     if (t->resumed) t->gstep = t->ob.step = t->ts.step;
     /* the schedule is a function of the step: replay it (the optimizer's lr
@@ -954,16 +978,27 @@ static int eager_step(trainer *t, dg_tensor *x, dg_tensor *y, int64_t b, double 
     /* a rank whose loss is not finite makes its gradients NaN: the
      * all-reduce then tells every rank, with no collective of its own */
     if (loss_bad && t->world > 1 && !(loss = dg_mul_scalar(loss, NAN))) return fail(t, "");
-    dg_optim_zero_grad(t->opt);
-    if (dg_ddp_backward(t->ddp, loss)) return fail(t, "");   /* backward, all-reduce */
+    if (t->zero) dg_zero_zero_grad(t->zero);
+    else dg_optim_zero_grad(t->opt);
+    if (dg_ddp_backward(t->ddp, loss)) return fail(t, "");   /* backward, all-reduce (--zero: backward) */
     if (t->slow_rank == t->rank) sleep_ms(t->slow_ms);
-    if (loss_bad || !dg_grads_finite(t->ctx, NULL)) {
+    bool bad = loss_bad || !dg_grads_finite(t->ctx, NULL);
+    if (t->zero && t->world > 1) {   /* local gradients: the ranks agree on skipping first */
+        int32_t any = bad;
+        if (dg_comm_allreduce(t->comm, &any, 1, DG_COMM_I32, DG_COMM_MAX)) return fail(t, "non-finite check: ");
+        bad = any != 0;
+    }
+    if (bad) {
         int rc = nonfinite_step(t, loss_bad, *l);
         if (rc) return rc;
         *counted = false;
     } else {
         dg_timeline_begin(t->ob.tl, "optimizer_step", DG_TIMELINE_COMPUTE);
-        dg_optim_step(t->opt);
+        if (t->zero) {
+            if (dg_zero_step(t->zero)) return fail(t, "--zero: ");
+        } else {
+            dg_optim_step(t->opt);
+        }
         dg_timeline_end(t->ob.tl, DG_TIMELINE_COMPUTE);
     }
     if (t->sched && dg_sched_step(t->sched)) return fail(t, "scheduler: ");
@@ -979,7 +1014,7 @@ static int checkpoint_now(trainer *t, int epoch, double sums[2], bool must) {
     t->ts = (dg_train_state){ .step = t->gstep, .epoch = epoch, .pos = t->loader.pos, .batch_size = o->batch_size,
                               .optimizer = o->optimizer, .sampler = &t->sampler, .num_stats = 2,
                               .stats = { sums[0], sums[1] }, .buffers = t->bufs, .num_buffers = t->nb };
-    if (!save_checkpoint(t->p, o, t->ctx, t->opt, t->comm, &t->ts, t->ob.progress)) return 0;
+    if (!save_checkpoint(t->p, o, t->ctx, t->opt, t->zero, t->comm, &t->ts, t->ob.progress)) return 0;
     if (must || strcmp(o->on_ckpt_error, "continue")) return 1;
     t->ckpt_failures++;
     if (t->rank == 0)
@@ -1076,7 +1111,7 @@ static int end_epoch(trainer *t, int epoch, double dt, double sums[2], int64_t s
         dg_progress_log(t->ob.progress, "epoch %d/%d  loss %.4f%s  test acc %.2f%%  %.0f samples/s", epoch + 1,
                         o->epochs, t->final_loss, tr, 100.0 * t->test_acc, (double)gsamples / dt);
     }
-    observe_epoch(&t->ob, t->ctx, t->ddp, t->opt, t->final_loss, t->train_acc, t->test_acc, (double)gsamples / dt);
+    observe_epoch(&t->ob, t->ctx, t->ddp, t->zero ? dg_zero_get_lr(t->zero) : dg_optim_get_lr(t->opt), t->final_loss, t->train_acc, t->test_acc, (double)gsamples / dt);
     return 0;
 }
 
@@ -1115,6 +1150,21 @@ static void json_extra(FILE *f, const dg_train_program *p) {
     }
 }
 
+/* Bytes of optimizer state this rank holds (rank 0's goes in the --json
+ * line): its shard with --zero, else every parameter's slots. */
+static size_t optimizer_state_bytes(const trainer *t) {
+    if (t->zero) {
+        dg_zero_stats zs;
+        dg_zero_get_stats(t->zero, &zs);
+        return zs.state_bytes;
+    }
+    size_t n = 0;
+    for (int i = 0; i < t->np; i++)
+        for (int k = 0; k < dg_optim_num_slots(t->opt); k++)
+            n += (size_t)dg_numel(dg_optim_state(t->opt, i, k)) * sizeof(float);
+    return n;
+}
+
 /* The run's result: parameters' hash, agreement, the --json line. */
 static int report(trainer *t) {
     const dg_train_program *p = t->p;
@@ -1143,12 +1193,14 @@ static int report(trainer *t) {
            "\"train_samples_per_sec\": %.1f, \"train_seconds\": %.3f, \"overlap\": %s, "
            "\"buckets\": %d, \"allreduce_seconds\": %.4f, \"steps\": %lld, \"comm\": \"%s\", "
            "\"cuda_graph\": %s, \"skipped_steps\": %lld, \"checkpoint_failures\": %lld, "
+           "\"zero\": %s, \"optimizer_state_bytes\": %zu, "
            "\"params_hash\": \"%016llx\", \"replicas_agree\": %s}\n",
            o->normalize ? "true" : "false", (long long)t->train.n, t->first_loss, t->final_loss, tr, t->test_acc,
            t->train_time > 0 ? (double)t->train_samples / t->train_time : 0.0, t->train_time,
            o->overlap ? "true" : "false", st.num_buckets, st.wait_seconds, (long long)t->gstep,
            dg_comm_backend_name(t->comm), o->cuda_graph ? "true" : "false", (long long)t->skipped_steps,
-           (long long)t->ckpt_failures, (unsigned long long)hash, agree ? "true" : "false");
+           (long long)t->ckpt_failures, t->zero ? "true" : "false", optimizer_state_bytes(t),
+           (unsigned long long)hash, agree ? "true" : "false");
     return 0;
 }
 

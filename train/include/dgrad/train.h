@@ -133,6 +133,7 @@ typedef struct {
     const char *device;         /* "cpu", "cuda" */
     bool overlap;
     bool bf16_allreduce;        /* --bf16-allreduce: DDP's bf16_compress */
+    bool zero;                  /* --zero: ZeRO-1 (dgrad/zero.h) instead of DDP's all-reduce */
     double bucket_cap_mb;
     const char *logdir;         /* TensorBoard event files */
     bool logdir_per_rank;
