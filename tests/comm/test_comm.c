@@ -403,12 +403,19 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    const char *alg_var = "OMPI_MCA_coll_libnbc_iallreduce_algorithm";
+    bool user_alg = getenv(alg_var) != NULL;
     if (dg_comm_init(&g_comm, backend) != DG_OK) {
         fprintf(stderr, "dg_comm_init: %s\n", dg_last_error());
         return 1;
     }
     g_rank = dg_comm_rank(g_comm);
     g_size = dg_comm_size(g_comm);
+    /* under Open MPI's mpirun with 2-8 ranks, libnbc's ring (see comm_mpi.c) */
+    if (!user_alg && !strcmp(dg_comm_backend_name(g_comm), "mpi") && getenv("OMPI_COMM_WORLD_SIZE") &&
+        g_size >= 2 && g_size <= 8)
+        CHECK(getenv(alg_var) && !strcmp(getenv(alg_var), "1"), "%s is %s, want 1 (the ring)", alg_var,
+              getenv(alg_var) ? getenv(alg_var) : "unset");
 
     test_topology(backend, expect_size);
     test_allreduce();
