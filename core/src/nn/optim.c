@@ -233,10 +233,10 @@ static void step_captured(dg_optim *o) {
     }
 }
 
-/* Range r of an eager step: the whole flat span when every parameter has a
- * gradient and all are at the same step (the usual case, one call), else
- * parameter r; a parameter without a gradient is skipped, as PyTorch skips
- * p.grad None, and its step count stays behind. */
+/* Whether an eager step can update the whole flat span in one call: every
+ * parameter has a gradient and all are at the same step (the usual case).
+ * Otherwise it goes parameter by parameter and skips those without a
+ * gradient, as PyTorch skips p.grad None; their step counts stay behind. */
 static bool step_whole(const dg_optim *o) {
     if (!o->flat) return false;
     for (int i = 0; i < o->n; i++)
