@@ -3,11 +3,19 @@
  * LSTM / GRU recurrences (one GEMM per step for the whole batch, then the
  * cell, with per-sample lengths). */
 #include "seq_cpu.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <string.h>
 
-static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* y = f(x) over n floats (y may be x): the vector loops of vmath.h */
+DG_HOT static void vsigmoid(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = dg__vsigmoid(x[i]);
+}
+
+DG_HOT static void vtanh(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = dg__vtanh(x[i]);
+}
 
 /* ---- activations ---------------------------------------------------------------- */
 
@@ -17,32 +25,38 @@ static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
 DG_HOT void dg__cpu_act_fwd(dg_act act, float *y, const float *x, int64_t n) {
     switch (act) {
     case DG_ACT_TANH:
-        for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+        vtanh(y, x, n);
         break;
     case DG_ACT_SIGMOID:
-        for (int64_t i = 0; i < n; i++) y[i] = sigm(x[i]);
+        vsigmoid(y, x, n);
         break;
     case DG_ACT_GELU:
-        for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * DG_INV_SQRT2));
+        for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + dg__verf(x[i] * DG_INV_SQRT2));
         break;
     }
 }
 
+/* one loop per (activation, accumulate) pair, so that each vectorizes */
+#define DG_ACT_BWD_LOOP(D)                                              \
+    do {                                                                \
+        if (acc)                                                        \
+            for (int64_t i = 0; i < n; i++) gx[i] += gy[i] * (D);       \
+        else                                                            \
+            for (int64_t i = 0; i < n; i++) gx[i] = gy[i] * (D);        \
+    } while (0)
+
 DG_HOT void dg__cpu_act_bwd(dg_act act, float *gx, const float *gy, const float *x, const float *y,
                             int64_t n, bool acc) {
-    for (int64_t i = 0; i < n; i++) {
-        float d;
-        switch (act) {
-        case DG_ACT_TANH: d = 1.0f - y[i] * y[i]; break;
-        case DG_ACT_SIGMOID: d = y[i] * (1.0f - y[i]); break;
-        default: {   /* Phi(x) + x phi(x) */
-            float cdf = 0.5f * (1.0f + erff(x[i] * DG_INV_SQRT2));
-            d = cdf + x[i] * DG_INV_SQRT_2PI * expf(-0.5f * x[i] * x[i]);
-        }
-        }
-        gx[i] = acc ? gx[i] + gy[i] * d : gy[i] * d;
+    switch (act) {
+    case DG_ACT_TANH: DG_ACT_BWD_LOOP(1.0f - y[i] * y[i]); break;
+    case DG_ACT_SIGMOID: DG_ACT_BWD_LOOP(y[i] * (1.0f - y[i])); break;
+    case DG_ACT_GELU:   /* Phi(x) + x phi(x) */
+        DG_ACT_BWD_LOOP(0.5f * (1.0f + dg__verf(x[i] * DG_INV_SQRT2)) +
+                        x[i] * DG_INV_SQRT_2PI * dg__vexp(-0.5f * x[i] * x[i]));
+        break;
     }
 }
+#undef DG_ACT_BWD_LOOP
 
 /* ---- layer norm ------------------------------------------------------------------- */
 
@@ -169,6 +183,8 @@ static void fill_rows(float *dst, const float *bias, int64_t b, int64_t g) {
     }
 }
 
+/* Gates in the order of PyTorch: i, f, g, o; the activations run over the
+ * whole gate row as vector loops, then the state update. */
 DG_HOT static void lstm_cell(const dg_rnn_geom *g, const dg_rnn_bufs *s, int64_t t) {
     const int64_t B = g->b, H = g->h, G = g->g;
     float *gt = s->gates + t * B * G;
@@ -184,20 +200,23 @@ DG_HOT static void lstm_cell(const dg_rnn_geom *g, const dg_rnn_bufs *s, int64_t
             continue;
         }
         const float *x = xp + r * G;
+        for (int64_t j = 0; j < G; j++) a[j] += x[j];
+        vsigmoid(a, a, 2 * H);           /* i, f */
+        vtanh(a + 2 * H, a + 2 * H, H);  /* g */
+        vsigmoid(a + 3 * H, a + 3 * H, H);
+        const float *gi = a, *gf = a + H, *gg = a + 2 * H, *go = a + 3 * H;
+        const float *c0 = cp + r * H;
+        float *c1 = cc + r * H, *h1 = hc + r * H, *yr = y + r * H;
+        for (int64_t j = 0; j < H; j++) c1[j] = gf[j] * c0[j] + gi[j] * gg[j];
+        vtanh(yr, c1, H);
         for (int64_t j = 0; j < H; j++) {
-            float i = sigm(a[j] + x[j]), f = sigm(a[H + j] + x[H + j]);
-            float gg = tanhf(a[2 * H + j] + x[2 * H + j]), o = sigm(a[3 * H + j] + x[3 * H + j]);
-            a[j] = i;
-            a[H + j] = f;
-            a[2 * H + j] = gg;
-            a[3 * H + j] = o;
-            float c = f * cp[r * H + j] + i * gg;
-            cc[r * H + j] = c;
-            hc[r * H + j] = y[r * H + j] = o * tanhf(c);
+            yr[j] *= go[j];
+            h1[j] = yr[j];
         }
     }
 }
 
+/* Gates in the order of PyTorch: r, z, n; n = tanh(x_n + r (h W_hn^T + b_hn)). */
 DG_HOT static void gru_cell(const dg_rnn_geom *g, const dg_rnn_bufs *s, int64_t t) {
     const int64_t B = g->b, H = g->h, G = g->g;
     float *gt = s->gates + t * B * G, *hn = s->hhn + t * B * H;
@@ -212,15 +231,21 @@ DG_HOT static void gru_cell(const dg_rnn_geom *g, const dg_rnn_bufs *s, int64_t 
             continue;
         }
         const float *x = xp + r * G;
+        float *hnr = hn + r * H;
+        for (int64_t j = 0; j < 2 * H; j++) a[j] += x[j];
+        vsigmoid(a, a, 2 * H);   /* r, z */
+        float *gn = a + 2 * H;
         for (int64_t j = 0; j < H; j++) {
-            float rr = sigm(a[j] + x[j]), z = sigm(a[H + j] + x[H + j]);
-            float hh = a[2 * H + j];
-            float n = tanhf(x[2 * H + j] + rr * hh);
-            hn[r * H + j] = hh;
-            a[j] = rr;
-            a[H + j] = z;
-            a[2 * H + j] = n;
-            hc[r * H + j] = y[r * H + j] = (1.0f - z) * n + z * hp[r * H + j];
+            hnr[j] = gn[j];   /* h W_hn^T + b_hn, kept for the backward */
+            gn[j] = x[2 * H + j] + a[j] * gn[j];
+        }
+        vtanh(gn, gn, H);
+        const float *z = a + H, *h0 = hp + r * H;
+        float *h1 = hc + r * H, *yr = y + r * H;
+        for (int64_t j = 0; j < H; j++) {
+            float v = (1.0f - z[j]) * gn[j] + z[j] * h0[j];
+            h1[j] = v;
+            yr[j] = v;
         }
     }
 }
@@ -251,6 +276,8 @@ DG_HOT static void lstm_cell_bwd(const dg_rnn_geom *g, const dg_rnn_bufs *s, int
                                  const float *dh, float *dc, float *dxp) {
     const int64_t B = g->b, H = g->h, G = g->g;
     const float *gt = s->gates + t * B * G, *cp = s->cs + t * B * H, *cc = s->cs + (t + 1) * B * H;
+    enum { CHUNK = 256 };
+    float tc[CHUNK];   /* tanh(c_t), recomputed a chunk at a time */
     for (int64_t r = 0; r < B; r++) {
         float *d = dxp + r * G;
         if (t >= s->len[r]) {
@@ -258,15 +285,20 @@ DG_HOT static void lstm_cell_bwd(const dg_rnn_geom *g, const dg_rnn_bufs *s, int
             continue;
         }
         const float *a = gt + r * G;
-        for (int64_t j = 0; j < H; j++) {
-            float i = a[j], f = a[H + j], gg = a[2 * H + j], o = a[3 * H + j];
-            float tc = tanhf(cc[r * H + j]), gh = dh[r * H + j];
-            float gc = dc[r * H + j] + gh * o * (1.0f - tc * tc);
-            d[j] = gc * gg * i * (1.0f - i);
-            d[H + j] = gc * cp[r * H + j] * f * (1.0f - f);
-            d[2 * H + j] = gc * i * (1.0f - gg * gg);
-            d[3 * H + j] = gh * tc * o * (1.0f - o);
-            dc[r * H + j] = gc * f;
+        for (int64_t j0 = 0; j0 < H; j0 += CHUNK) {
+            const int64_t m = H - j0 < CHUNK ? H - j0 : CHUNK;
+            vtanh(tc, cc + r * H + j0, m);
+            for (int64_t k = 0; k < m; k++) {
+                const int64_t j = j0 + k;
+                float i = a[j], f = a[H + j], gg = a[2 * H + j], o = a[3 * H + j];
+                float gh = dh[r * H + j];
+                float gc = dc[r * H + j] + gh * o * (1.0f - tc[k] * tc[k]);
+                d[j] = gc * gg * i * (1.0f - i);
+                d[H + j] = gc * cp[r * H + j] * f * (1.0f - f);
+                d[2 * H + j] = gc * i * (1.0f - gg * gg);
+                d[3 * H + j] = gh * tc[k] * o * (1.0f - o);
+                dc[r * H + j] = gc * f;
+            }
         }
     }
 }
