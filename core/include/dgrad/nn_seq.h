@@ -31,8 +31,10 @@ dg_module *dg_nn_rnn_ex(dg_ctx *ctx, bool gru, int64_t input_size, int64_t hidde
 /* x [B, T, in] (batch_first) or [T, B, in]. lengths: host int32 [B], each
  * in [1, T], or NULL (all T): pack_padded_sequence semantics (any order),
  * so padded steps leave the state alone and give output 0. Returns the
- * output [B, T, H] or [T, B, H]; *h_n and (LSTM) *c_n, when not NULL, get
- * the final states [num_layers, B, H]. The initial state is 0. */
+ * output [B, T, H] or [T, B, H] (batch_first: a transposed view of the
+ * time-major result, as PyTorch's; dg_contiguous copies it); *h_n and
+ * (LSTM) *c_n, when not NULL, get the final states [num_layers, B, H]. The
+ * initial state is 0. */
 dg_tensor *dg_rnn_forward(dg_module *m, dg_tensor *x, const int32_t *lengths, dg_tensor **h_n,
                           dg_tensor **c_n);
 /* The same with an initial state h0 (and c0, LSTM) [num_layers, B, H];

@@ -184,11 +184,23 @@ DG_HOT static void cpu_reduce_sum(float *out, const float *in, int64_t outer, in
                 for (int64_t i = 0; i < inner; i++) dst[i] += src[r * inner + i];
             continue;
         }
-        /* general: accumulate in a zeroed row, then scale into dst */
-        for (int64_t i = 0; i < inner; i++) {
-            float s = 0.0f;
-            for (int64_t r = 0; r < red; r++) s += src[r * inner + i];
-            dst[i] = acc ? dst[i] + scale * s : scale * s;
+        /* general: sum the rows into a chunk of columns (row after row, so
+         * the reads are contiguous; each column's sum runs in the same order
+         * as one column at a time would), then scale into dst */
+        enum { CHUNK = 512 };
+        float s[CHUNK];
+        for (int64_t i0 = 0; i0 < inner; i0 += CHUNK) {
+            const int64_t m = inner - i0 < CHUNK ? inner - i0 : CHUNK;
+            for (int64_t i = 0; i < m; i++) s[i] = 0.0f;
+            for (int64_t r = 0; r < red; r++) {
+                const float *row = src + r * inner + i0;
+                for (int64_t i = 0; i < m; i++) s[i] += row[i];
+            }
+            float *d = dst + i0;
+            if (acc)
+                for (int64_t i = 0; i < m; i++) d[i] += scale * s[i];
+            else
+                for (int64_t i = 0; i < m; i++) d[i] = scale * s[i];
         }
     }
 }

@@ -175,14 +175,6 @@ static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float 
     dg_backend_cpu.math.gemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
 }
 
-/* rows of dst [b, g] = the bias (or 0) */
-static void fill_rows(float *dst, const float *bias, int64_t b, int64_t g) {
-    for (int64_t r = 0; r < b; r++) {
-        if (bias) memcpy(dst + r * g, bias, (size_t)g * sizeof(float));
-        else memset(dst + r * g, 0, (size_t)g * sizeof(float));
-    }
-}
-
 /* Gates in the order of PyTorch: i, f, g, o; the activations run over the
  * whole gate row as vector loops, then the state update. */
 DG_HOT static void lstm_cell(const dg_rnn_geom *g, const dg_rnn_bufs *s, int64_t t) {
@@ -200,7 +192,10 @@ DG_HOT static void lstm_cell(const dg_rnn_geom *g, const dg_rnn_bufs *s, int64_t
             continue;
         }
         const float *x = xp + r * G;
-        for (int64_t j = 0; j < G; j++) a[j] += x[j];
+        if (s->b_hh)
+            for (int64_t j = 0; j < G; j++) a[j] = (a[j] + s->b_hh[j]) + x[j];
+        else
+            for (int64_t j = 0; j < G; j++) a[j] += x[j];
         vsigmoid(a, a, 2 * H);           /* i, f */
         vtanh(a + 2 * H, a + 2 * H, H);  /* g */
         vsigmoid(a + 3 * H, a + 3 * H, H);
@@ -232,7 +227,12 @@ DG_HOT static void gru_cell(const dg_rnn_geom *g, const dg_rnn_bufs *s, int64_t 
         }
         const float *x = xp + r * G;
         float *hnr = hn + r * H;
-        for (int64_t j = 0; j < 2 * H; j++) a[j] += x[j];
+        if (s->b_hh) {
+            for (int64_t j = 0; j < 2 * H; j++) a[j] = (a[j] + s->b_hh[j]) + x[j];
+            for (int64_t j = 2 * H; j < G; j++) a[j] += s->b_hh[j];
+        } else {
+            for (int64_t j = 0; j < 2 * H; j++) a[j] += x[j];
+        }
         vsigmoid(a, a, 2 * H);   /* r, z */
         float *gn = a + 2 * H;
         for (int64_t j = 0; j < H; j++) {
@@ -255,10 +255,9 @@ void dg__cpu_rnn_fwd(const dg_rnn_geom *g, const dg_rnn_bufs *s) {
     memcpy(s->hs, s->h0, (size_t)(B * H) * sizeof(float));
     if (!g->gru) memcpy(s->cs, s->c0, (size_t)(B * H) * sizeof(float));
     for (int64_t t = 0; t < T; t++) {
-        /* gates = b_hh + h W_hh^T; the cell adds xp (a GRU keeps the n part apart) */
+        /* gates = h W_hh^T; the cell adds b_hh, then xp (a GRU keeps the n part apart) */
         float *gt = s->gates + t * B * G;
-        fill_rows(gt, s->b_hh, B, G);
-        gemm(false, true, B, G, H, s->hs + t * B * H, H, s->w_hh, H, 1.0f, gt, G);
+        gemm(false, true, B, G, H, s->hs + t * B * H, H, s->w_hh, H, 0.0f, gt, G);
         if (g->gru) gru_cell(g, s, t);
         else lstm_cell(g, s, t);
     }

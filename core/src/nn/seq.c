@@ -161,7 +161,9 @@ dg_tensor *dg_rnn_forward_ex(dg_module *m, dg_tensor *x, const int32_t *lengths,
     if (!xt) return NULL;
     if (h_n) *h_n = dg_concat(c->layers, hs, 0);
     if (c_n && !c->gru) *c_n = dg_concat(c->layers, cs, 0);
-    return c->batch_first ? dg_contiguous(dg_transpose(xt, 0, 1)) : xt;
+    /* batch_first: a [B, T, H] view of the [T, B, H] output, as ATen returns
+     * (no copy when the caller only wants h_n) */
+    return c->batch_first ? dg_transpose(xt, 0, 1) : xt;
 }
 
 dg_tensor *dg_rnn_forward(dg_module *m, dg_tensor *x, const int32_t *lengths, dg_tensor **h_n,
