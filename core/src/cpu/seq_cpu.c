@@ -6,6 +6,7 @@
 #include "vmath.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* y = f(x) over n floats (y may be x): the vector loops of vmath.h */
@@ -175,6 +176,28 @@ static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float 
     dg_backend_cpu.math.gemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
 }
 
+/* Like pack_padded_sequence, the recurrent products of step t run over the
+ * rows still inside their sequence only: act gets their indices (m of
+ * them). When some rows are done, their h rows are gathered into a compact
+ * block for the GEMM and its rows scattered back, a copy of m * (h + g)
+ * floats against the m * g * h multiply-adds it saves. */
+static int64_t active_rows(const dg_rnn_bufs *s, int64_t b, int64_t t, int64_t *act) {
+    int64_t m = 0;
+    for (int64_t r = 0; r < b; r++)
+        if (t < s->len[r]) act[m++] = r;
+    return m;
+}
+
+static void gather_rows(float *dst, const float *src, const int64_t *act, int64_t m, int64_t w) {
+    for (int64_t k = 0; k < m; k++) memcpy(dst + k * w, src + act[k] * w, (size_t)w * sizeof(float));
+}
+
+static void *scratch(size_t nfloats) {
+    void *p = aligned_alloc(64, (nfloats * sizeof(float) + 63) / 64 * 64);
+    DG_ASSERT(p != NULL);
+    return p;
+}
+
 /* Gates in the order of PyTorch: i, f, g, o; the activations run over the
  * whole gate row as vector loops, then the state update. */
 DG_HOT static void lstm_cell(const dg_rnn_geom *g, const dg_rnn_bufs *s, int64_t t) {
@@ -254,13 +277,28 @@ void dg__cpu_rnn_fwd(const dg_rnn_geom *g, const dg_rnn_bufs *s) {
     const int64_t B = g->b, H = g->h, G = g->g, T = g->t;
     memcpy(s->hs, s->h0, (size_t)(B * H) * sizeof(float));
     if (!g->gru) memcpy(s->cs, s->c0, (size_t)(B * H) * sizeof(float));
+    int64_t *act = malloc((size_t)B * sizeof *act);
+    DG_ASSERT(act != NULL);
+    float *hb = scratch((size_t)(B * H)), *gb = scratch((size_t)(B * G));
     for (int64_t t = 0; t < T; t++) {
         /* gates = h W_hh^T; the cell adds b_hh, then xp (a GRU keeps the n part apart) */
         float *gt = s->gates + t * B * G;
-        gemm(false, true, B, G, H, s->hs + t * B * H, H, s->w_hh, H, 0.0f, gt, G);
+        const float *ht = s->hs + t * B * H;
+        const int64_t m = active_rows(s, B, t, act);
+        if (m == B) {
+            gemm(false, true, B, G, H, ht, H, s->w_hh, H, 0.0f, gt, G);
+        } else if (m > 0) {
+            gather_rows(hb, ht, act, m, H);
+            gemm(false, true, m, G, H, hb, H, s->w_hh, H, 0.0f, gb, G);
+            for (int64_t k = 0; k < m; k++)
+                memcpy(gt + act[k] * G, gb + k * G, (size_t)G * sizeof(float));
+        }
         if (g->gru) gru_cell(g, s, t);
         else lstm_cell(g, s, t);
     }
+    free(act);
+    free(hb);
+    free(gb);
     for (int64_t r = 0; r < B; r++) {   /* the state after the last step is the last valid one */
         memcpy(s->hn + r * H, s->hs + (T * B + r) * H, (size_t)H * sizeof(float));
         if (!g->gru) memcpy(s->cn + r * H, s->cs + (T * B + r) * H, (size_t)H * sizeof(float));
@@ -334,6 +372,9 @@ void dg__cpu_rnn_bwd(const dg_rnn_geom *g, const dg_rnn_bufs *s, const float *dy
     const int64_t B = g->b, H = g->h, G = g->g, T = g->t, BH = B * H;
     float *dh = work, *dc = work + BH, *dhp = work + 2 * BH, *dhh = work + 3 * BH;
     float *dhhn = dhh + B * G;   /* GRU: [t, b, h] */
+    int64_t *act = malloc((size_t)B * sizeof *act), n_act = 0;
+    DG_ASSERT(act != NULL);
+    float *eb = scratch((size_t)(B * G));
     if (dhn) memcpy(dh, dhn, (size_t)BH * sizeof(float));
     else memset(dh, 0, (size_t)BH * sizeof(float));
     if (dcn) memcpy(dc, dcn, (size_t)BH * sizeof(float));
@@ -352,13 +393,22 @@ void dg__cpu_rnn_bwd(const dg_rnn_geom *g, const dg_rnn_bufs *s, const float *dy
         } else {
             lstm_cell_bwd(g, s, t, dh, dc, dxt);
         }
-        gemm(false, false, B, H, G, e, G, s->w_hh, H, 0.0f, dhp, H);   /* d h_{t-1} via W_hh */
-        const float *z = s->gates + t * B * G + H;
-        for (int64_t r = 0; r < B; r++) {
-            if (t >= s->len[r]) continue;   /* padded: dh passes through */
-            for (int64_t j = 0; j < H; j++)
-                dh[r * H + j] = dhp[r * H + j] + (g->gru ? dh[r * H + j] * z[r * G + j] : 0.0f);
+        /* d h_{t-1} via W_hh, for the rows inside their sequence (row k of
+         * dhp is row act[k]); the others' dh passes through */
+        const int64_t m = active_rows(s, B, t, act);
+        if (m == B) {
+            gemm(false, false, B, H, G, e, G, s->w_hh, H, 0.0f, dhp, H);
+        } else if (m > 0) {
+            gather_rows(eb, e, act, m, G);
+            gemm(false, false, m, H, G, eb, G, s->w_hh, H, 0.0f, dhp, H);
         }
+        const float *z = s->gates + t * B * G + H;
+        for (int64_t k = 0; k < m; k++) {
+            const int64_t r = act[k];
+            for (int64_t j = 0; j < H; j++)
+                dh[r * H + j] = dhp[k * H + j] + (g->gru ? dh[r * H + j] * z[r * G + j] : 0.0f);
+        }
+        n_act += m;
     }
     if (dh0) memcpy(dh0, dh, (size_t)BH * sizeof(float));
     if (dc0 && !g->gru) memcpy(dc0, dc, (size_t)BH * sizeof(float));
@@ -366,13 +416,38 @@ void dg__cpu_rnn_bwd(const dg_rnn_geom *g, const dg_rnn_bufs *s, const float *dy
      * steps (padded rows of dhh are 0) */
     const int64_t TB = T * B;
     if (dw_hh) {
-        if (g->gru) {
-            gemm(true, false, 2 * H, H, TB, dxp, G, s->hs, H, acc_w ? 1.0f : 0.0f, dw_hh, H);
-            gemm(true, false, H, H, TB, dhhn, H, s->hs, H, acc_w ? 1.0f : 0.0f, dw_hh + 2 * H * H, H);
-        } else {
-            gemm(true, false, G, H, TB, dxp, G, s->hs, H, acc_w ? 1.0f : 0.0f, dw_hh, H);
+        /* the padded rows' zeros left out when they are many enough to pay
+         * for the copy into compact blocks */
+        const float *d = dxp, *dn = dhhn, *hp = s->hs;
+        float *pd = NULL, *pn = NULL, *ph = NULL;
+        int64_t rows = TB;
+        if (n_act < TB - TB / 16) {
+            pd = scratch((size_t)(n_act * G));
+            ph = scratch((size_t)(n_act * H));
+            if (g->gru) pn = scratch((size_t)(n_act * H));
+            int64_t k = 0;
+            for (int64_t t = 0; t < T; t++) {
+                const int64_t m = active_rows(s, B, t, act);
+                gather_rows(pd + k * G, dxp + t * B * G, act, m, G);
+                gather_rows(ph + k * H, s->hs + t * BH, act, m, H);
+                if (pn) gather_rows(pn + k * H, dhhn + t * BH, act, m, H);
+                k += m;
+            }
+            DG_ASSERT(k == n_act);
+            d = pd, dn = pn, hp = ph, rows = n_act;
         }
+        if (g->gru) {
+            gemm(true, false, 2 * H, H, rows, d, G, hp, H, acc_w ? 1.0f : 0.0f, dw_hh, H);
+            gemm(true, false, H, H, rows, dn, H, hp, H, acc_w ? 1.0f : 0.0f, dw_hh + 2 * H * H, H);
+        } else {
+            gemm(true, false, G, H, rows, d, G, hp, H, acc_w ? 1.0f : 0.0f, dw_hh, H);
+        }
+        free(pd);
+        free(pn);
+        free(ph);
     }
+    free(act);
+    free(eb);
     if (db_hh) {
         if (!acc_b) memset(db_hh, 0, (size_t)G * sizeof(float));
         const int64_t gz = g->gru ? 2 * H : G;
