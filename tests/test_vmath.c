@@ -95,6 +95,8 @@ int main(void) {
     CHECK(o[0] == 0.0f && o[1] == 0.0f && o[2] == 1.0f && o[3] == -1.0f);
     run(3, z, o, 4);
     CHECK(o[0] == 0.0f && o[1] == 0.0f && o[2] == 1.0f && o[3] == -1.0f);
+    run(0, z, o, 4);
+    CHECK(o[0] == 1.0f && o[1] == 1.0f && o[3] == 0.0f);   /* e^-inf = 0: masked softmax entries */
     run(2, z, o, 4);
     CHECK(o[0] == 0.5f && o[1] == 0.5f && o[2] == 1.0f && o[3] >= 0.0f && o[3] < 1e-37f);
     return dgt_report("test_vmath");

@@ -2,6 +2,7 @@
  * loops (written for auto-vectorization) for the rest. */
 #include "impl.h"
 #include "gemm_cpu.h"
+#include "vmath.h"
 #include "gemm_bf16.h"
 #include "conv_cpu.h"
 #include "seq_cpu.h"
@@ -207,7 +208,49 @@ DG_HOT static void cpu_reduce_sum(float *out, const float *in, int64_t outer, in
 
 /* ---- softmax ---------------------------------------------------------------------- */
 
+/* A contiguous row: the max and the sum in 16 lanes (so that they
+ * vectorize without reassociation flags), the exponentials from vmath.h,
+ * stored on the way for softmax. */
+DG_HOT static void softmax_row(float *y, const float *x, int64_t d, bool log) {
+    enum { L = 16 };
+    float lane[L];
+    for (int i = 0; i < L; i++) lane[i] = -INFINITY;
+    int64_t k = 0;
+    for (; k + L <= d; k += L)
+        for (int i = 0; i < L; i++) lane[i] = x[k + i] > lane[i] ? x[k + i] : lane[i];
+    float mx = -INFINITY;
+    for (int i = 0; i < L; i++) mx = fmaxf(mx, lane[i]);
+    for (; k < d; k++) mx = fmaxf(mx, x[k]);
+    for (int i = 0; i < L; i++) lane[i] = 0.0f;
+    k = 0;
+    if (log) {
+        for (; k + L <= d; k += L)
+            for (int i = 0; i < L; i++) lane[i] += dg__vexp(x[k + i] - mx);
+    } else {
+        for (; k + L <= d; k += L)
+            for (int i = 0; i < L; i++) lane[i] += y[k + i] = dg__vexp(x[k + i] - mx);
+    }
+    float s = 0.0f;
+    for (int i = 0; i < L; i++) s += lane[i];
+    for (; k < d; k++) {
+        float e = dg__vexp(x[k] - mx);
+        if (!log) y[k] = e;
+        s += e;
+    }
+    if (log) {
+        float sub = mx + logf(s);
+        for (k = 0; k < d; k++) y[k] = x[k] - sub;
+    } else {
+        float inv = 1.0f / s;
+        for (k = 0; k < d; k++) y[k] *= inv;
+    }
+}
+
 DG_HOT static void cpu_softmax(float *out, const float *in, int64_t outer, int64_t d, int64_t inner, bool log) {
+    if (inner == 1) {
+        for (int64_t o = 0; o < outer; o++) softmax_row(out + o * d, in + o * d, d, log);
+        return;
+    }
     for (int64_t o = 0; o < outer; o++) {
         for (int64_t j = 0; j < inner; j++) {
             const float *x = in + o * d * inner + j;
@@ -215,13 +258,13 @@ DG_HOT static void cpu_softmax(float *out, const float *in, int64_t outer, int64
             float mx = -INFINITY;
             for (int64_t k = 0; k < d; k++) mx = fmaxf(mx, x[k * inner]);
             float s = 0.0f;
-            for (int64_t k = 0; k < d; k++) s += expf(x[k * inner] - mx);
+            for (int64_t k = 0; k < d; k++) s += dg__vexp(x[k * inner] - mx);
             if (log) {
                 float ls = logf(s);
                 for (int64_t k = 0; k < d; k++) y[k * inner] = x[k * inner] - mx - ls;
             } else {
                 float inv = 1.0f / s;
-                for (int64_t k = 0; k < d; k++) y[k * inner] = expf(x[k * inner] - mx) * inv;
+                for (int64_t k = 0; k < d; k++) y[k * inner] = dg__vexp(x[k * inner] - mx) * inv;
             }
         }
     }

@@ -61,23 +61,36 @@ DG_HOT void dg__cpu_act_bwd(dg_act act, float *gx, const float *gy, const float 
 
 /* ---- layer norm ------------------------------------------------------------------- */
 
-void dg__cpu_layer_norm_fwd(float *y, float *mean, float *rstd, const float *x, const float *w,
-                            const float *b, int64_t rows, int64_t d, float eps) {
+/* The sums of a row in 16 float lanes, so that the loops vectorize; the
+ * variance is taken around the mean (two passes), as PyTorch's CPU kernel. */
+enum { LN_LANES = 16 };
+
+DG_HOT void dg__cpu_layer_norm_fwd(float *y, float *mean, float *rstd, const float *x, const float *w,
+                                   const float *b, int64_t rows, int64_t d, float eps) {
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * d;
         float *yr = y + r * d;
-        double s = 0.0;
-        for (int64_t j = 0; j < d; j++) s += xr[j];
-        float mu = (float)(s / (double)d);
-        double v = 0.0;
-        for (int64_t j = 0; j < d; j++) v += (double)(xr[j] - mu) * (xr[j] - mu);
-        float rs = 1.0f / sqrtf((float)(v / (double)d) + eps);
+        float lane[LN_LANES] = { 0.0f };
+        int64_t j = 0;
+        for (; j + LN_LANES <= d; j += LN_LANES)
+            for (int i = 0; i < LN_LANES; i++) lane[i] += xr[j + i];
+        float s = 0.0f;
+        for (int i = 0; i < LN_LANES; i++) s += lane[i];
+        for (; j < d; j++) s += xr[j];
+        const float mu = s / (float)d;
+        for (int i = 0; i < LN_LANES; i++) lane[i] = 0.0f;
+        for (j = 0; j + LN_LANES <= d; j += LN_LANES)
+            for (int i = 0; i < LN_LANES; i++) lane[i] += (xr[j + i] - mu) * (xr[j + i] - mu);
+        float v = 0.0f;
+        for (int i = 0; i < LN_LANES; i++) v += lane[i];
+        for (; j < d; j++) v += (xr[j] - mu) * (xr[j] - mu);
+        const float rs = 1.0f / sqrtf(v / (float)d + eps);
         mean[r] = mu;
         rstd[r] = rs;
-        for (int64_t j = 0; j < d; j++) {
-            float t = (xr[j] - mu) * rs;
-            yr[j] = t * (w ? w[j] : 1.0f) + (b ? b[j] : 0.0f);
-        }
+        if (w && b)
+            for (j = 0; j < d; j++) yr[j] = (xr[j] - mu) * rs * w[j] + b[j];
+        else
+            for (j = 0; j < d; j++) yr[j] = (xr[j] - mu) * rs * (w ? w[j] : 1.0f) + (b ? b[j] : 0.0f);
     }
 }
 

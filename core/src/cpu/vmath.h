@@ -16,11 +16,12 @@
 #include <stdint.h>
 #include <string.h>
 
-/* e^x for x in [-87.3, 88.3] (clamped outside: e^x is then 0 or huge for a
- * float caller anyway): x = n ln2 + r, |r| <= ln2 / 2, e^r by its Taylor
+/* e^x for x in [-87.3, 88.3]; 0 below (e^-inf = 0 exactly), e^88.3 above
+ * (huge for a float caller anyway): x = n ln2 + r, |r| <= ln2 / 2, e^r by its Taylor
  * series to r^7 (the r^8 term is below 6e-9 relative), times 2^n built in
  * the exponent bits. */
 static inline float dg__vexp(float x) {
+    const float x0 = x;
     x = x < -87.3f ? -87.3f : x;
     x = x > 88.3f ? 88.3f : x;
     const float shift = 12582912.0f;   /* 1.5 * 2^23: adding it rounds to an integer */
@@ -38,7 +39,7 @@ static inline float dg__vexp(float x) {
     int32_t bits = ((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    return x0 < -87.3f ? 0.0f : p * scale;   /* e^-inf = 0: masked logits weigh nothing */
 }
 
 static inline float dg__vsigmoid(float x) { return 1.0f / (1.0f + dg__vexp(-x)); }
