@@ -97,6 +97,11 @@ int main(void) {
     CHECK(o[0] == 0.0f && o[1] == 0.0f && o[2] == 1.0f && o[3] == -1.0f);
     run(0, z, o, 4);
     CHECK(o[0] == 1.0f && o[1] == 1.0f && o[3] == 0.0f);   /* e^-inf = 0: masked softmax entries */
+    float q[1] = { NAN }, qo[1];   /* NaN in, NaN out, for each (a fully masked row's -inf - -inf) */
+    for (int f = 0; f < 4; f++) {
+        run(f, q, qo, 1);
+        CHECKF(isnan(qo[0]), "%s(NaN) = %g", names[f], (double)qo[0]);
+    }
     run(2, z, o, 4);
     CHECK(o[0] == 0.5f && o[1] == 0.5f && o[2] == 1.0f && o[3] >= 0.0f && o[3] < 1e-37f);
     return dgt_report("test_vmath");

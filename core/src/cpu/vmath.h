@@ -22,8 +22,8 @@
  * the exponent bits. */
 static inline float dg__vexp(float x) {
     const float x0 = x;
-    x = x < -87.3f ? -87.3f : x;
-    x = x > 88.3f ? 88.3f : x;
+    x = x > -87.3f ? x : -87.3f;   /* NaN too: n below must be a finite integer */
+    x = x < 88.3f ? x : 88.3f;
     const float shift = 12582912.0f;   /* 1.5 * 2^23: adding it rounds to an integer */
     float n = (x * 1.44269504088896341f + shift) - shift;
     float r = x - n * 0.693145751953125f;   /* ln2 in two parts (Cody and Waite) */
@@ -36,10 +36,11 @@ static inline float dg__vexp(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;   /* n in [-126, 127] */
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    return x0 < -87.3f ? 0.0f : p * scale;   /* e^-inf = 0: masked logits weigh nothing */
+    float e = x0 < -87.3f ? 0.0f : p * scale;   /* e^-inf = 0: masked logits weigh nothing */
+    return x0 != x0 ? x0 : e;                    /* NaN stays NaN */
 }
 
 static inline float dg__vsigmoid(float x) { return 1.0f / (1.0f + dg__vexp(-x)); }
