@@ -27,7 +27,7 @@ static dgt_rng g_rng = { 0x243F6A8885A308D3ull };
 
 typedef enum {
     S_TANH, S_SIGMOID, S_GELU, S_LN, S_LN2, S_LN_NOAFF, S_EMB, S_EMB_PAD, S_GATHER, S_INDEX_SELECT,
-    S_CONCAT, S_STACK, S_MASKED_FILL, S_WHERE, S_SDPA, S_SDPA_CAUSAL_KPM, S_SDPA3_KPM, S_LSTM, S_GRU,
+    S_CONCAT, S_STACK, S_MASKED_FILL, S_WHERE, S_SDPA, S_SDPA_CAUSAL_KPM, S_SDPA3_KPM, S_SDPA_SELF, S_ATTN_PACKED, S_LSTM, S_GRU,
     S_GRU_NOBIAS,
 } sop;
 
@@ -79,6 +79,9 @@ static dg_tensor *forward(const scase *c, dg_ctx *ctx, dg_tensor **p) {
         return dg_scaled_dot_product_attention(p[0], p[1], p[2], ints(ctx, 2, s24, kpm_c), true);
     case S_SDPA3_KPM:
         return dg_scaled_dot_product_attention(p[0], p[1], p[2], ints(ctx, 2, s24, kpm), false);
+    case S_SDPA_SELF: return dg_scaled_dot_product_attention(p[0], p[0], p[0], NULL, true);
+    case S_ATTN_PACKED:   /* qkv [2, 4, 3 * 4], 2 heads of 2 */
+        return dg__attention_packed("packed", p[0], 2, ints(ctx, 2, s24, kpm_c), true);
     case S_LSTM: return rnn(ctx, p, false, true);
     case S_GRU: return rnn(ctx, p, true, true);
     case S_GRU_NOBIAS: return rnn(ctx, p, true, false);
@@ -101,9 +104,16 @@ static const scase k_cases[] = {
     {"stack dim 1", S_STACK, {"2,3", "2,3", "2,3"}, 0},
     {"masked_fill", S_MASKED_FILL, {"2,3,4"}, 0},
     {"where", S_WHERE, {"2,3,4", "4"}, 0},
+    /* v's width differs from q's: the composed path (matmul, softmax) */
     {"sdpa [B,H,L,D]", S_SDPA, {"2,2,3,4", "2,2,4,4", "2,2,4,3"}, 0},
     {"sdpa causal + kpm", S_SDPA_CAUSAL_KPM, {"2,2,4,3", "2,2,4,3", "2,2,4,2"}, 0},
     {"sdpa [B,L,D] kpm", S_SDPA3_KPM, {"2,3,3", "2,4,3", "2,4,2"}, 0},
+    /* the same widths: the fused kernels (seq.attn_fwd / attn_bwd) */
+    {"fused sdpa [B,H,L,D]", S_SDPA, {"2,2,3,4", "2,2,5,4", "2,2,5,4"}, 0},
+    {"fused sdpa causal + kpm", S_SDPA_CAUSAL_KPM, {"2,2,4,3", "2,2,4,3", "2,2,4,3"}, 0},
+    {"fused sdpa [B,L,D] kpm", S_SDPA3_KPM, {"2,3,3", "2,4,3", "2,4,3"}, 0},
+    {"fused sdpa q = k = v", S_SDPA_SELF, {"2,2,4,3"}, 0},
+    {"fused packed qkv", S_ATTN_PACKED, {"2,4,12"}, 0},
     {"lstm layer", S_LSTM, {"9,8", "8,2", "20"}, 0},     /* aux: h0 6, c0 6, b_hh 8 */
     {"gru layer", S_GRU, {"9,6", "6,2", "12"}, 0},       /* aux: h0 6, b_hh 6 */
     {"gru layer no bias", S_GRU_NOBIAS, {"9,6", "6,2", "6"}, 0},

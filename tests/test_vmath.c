@@ -5,7 +5,9 @@
  * the clamps, +-inf). The bounds are the ones vmath.h documents: exp within
  * 2 ulp (relative 2.4e-7) where the result is a normal float; tanh within
  * 4e-7 relative; sigmoid within 4e-7 relative or 1e-30 absolute; erf within
- * 3e-7 absolute. The loops are compiled like the kernels' (DG_HOT), so the
+ * 3e-7 absolute; the normal CDF within 4e-7 + 2.5e-7 x^2 relative left
+ * of 0 (down to FLT_MIN; x^2 / 2 is rounded inside e^(-x^2 / 2)) and 3e-7
+ * absolute right of it. The loops are compiled like the kernels' (DG_HOT), so the
  * vector code paths are the ones tested. */
 #include "test_util.h"
 
@@ -23,7 +25,8 @@ DG_HOT static void run(int f, const float *x, float *y, int n) {
     case 0: for (int i = 0; i < n; i++) y[i] = dg__vexp(x[i]); break;
     case 1: for (int i = 0; i < n; i++) y[i] = dg__vtanh(x[i]); break;
     case 2: for (int i = 0; i < n; i++) y[i] = dg__vsigmoid(x[i]); break;
-    default: for (int i = 0; i < n; i++) y[i] = dg__verf(x[i]); break;
+    case 3: for (int i = 0; i < n; i++) y[i] = dg__verf(x[i]); break;
+    default: for (int i = 0; i < n; i++) y[i] = dg__vphi(x[i]); break;
     }
 }
 
@@ -48,8 +51,8 @@ static int fill(void) {
 
 int main(void) {
     const int n = fill();
-    const char *names[] = { "exp", "tanh", "sigmoid", "erf" };
-    for (int f = 0; f < 4; f++) {
+    const char *names[] = { "exp", "tanh", "sigmoid", "erf", "phi" };
+    for (int f = 0; f < 5; f++) {
         run(f, xs, ys, n);
         double worst = 0.0;
         float worst_x = 0.0f;
@@ -74,10 +77,24 @@ int main(void) {
                 err = fabs(ys[i] - ref) < 1e-30 ? 0.0 : fabs(ys[i] - ref) / ref;
                 lim = 4e-7;
                 break;
-            default:
+            case 3:
                 ref = erf(x);
                 err = fabs(ys[i] - ref);
                 lim = 3e-7;
+                break;
+            default:   /* the normal CDF: relative on the left (down to FLT_MIN), absolute on the right */
+                ref = 0.5 * erfc(-x / sqrt(2.0));
+                if (x < 0.0) {
+                    if (ref < FLT_MIN) {
+                        err = fabs((double)ys[i]) <= FLT_MIN ? 0.0 : 1.0;
+                    } else {
+                        err = fabs(ys[i] - ref) / ref;
+                    }
+                    lim = 4e-7 + 2.5e-7 * x * x;   /* x^2 / 2 rounded inside e^(-x^2 / 2) */
+                } else {
+                    err = fabs(ys[i] - ref);
+                    lim = 3e-7;
+                }
             }
             if (!(err <= lim)) bad++;
             if (!(err <= worst)) {
@@ -98,10 +115,12 @@ int main(void) {
     run(0, z, o, 4);
     CHECK(o[0] == 1.0f && o[1] == 1.0f && o[3] == 0.0f);   /* e^-inf = 0: masked softmax entries */
     float q[1] = { NAN }, qo[1];   /* NaN in, NaN out, for each (a fully masked row's -inf - -inf) */
-    for (int f = 0; f < 4; f++) {
+    for (int f = 0; f < 5; f++) {
         run(f, q, qo, 1);
         CHECKF(isnan(qo[0]), "%s(NaN) = %g", names[f], (double)qo[0]);
     }
+    run(4, z, o, 4);
+    CHECK(o[0] == 0.5f && o[1] == 0.5f && o[2] == 1.0f && o[3] == 0.0f);
     run(2, z, o, 4);
     CHECK(o[0] == 0.5f && o[1] == 0.5f && o[2] == 1.0f && o[3] >= 0.0f && o[3] < 1e-37f);
     return dgt_report("test_vmath");

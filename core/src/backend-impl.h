@@ -277,13 +277,34 @@ typedef struct dg_rnn_bufs {
     float *hhn;           /* [t, b, h] GRU: h W_hn^T + b_hn (NULL for an LSTM) */
 } dg_rnn_bufs;
 
+/* Scaled dot-product attention over (batch, head) blocks: q [lq, d],
+ * k [lk, d], v [lk, d] and o [lq, d] of each block sit at
+ * base + b * s[0] + h * s[1], row i at + i * s[2], the last dim
+ * contiguous; so q, k and v may be column blocks of one packed
+ * projection [B, L, 3E] and o the merged heads [B, L, E], with no copies. */
+typedef struct dg_attn_geom {
+    int64_t b, h, lq, lk, d;
+    int64_t q[3], k[3], v[3], o[3];   /* strides: batch, head, row */
+    float scale;                      /* applied to q k^T */
+    bool causal;                      /* key j > query i is masked */
+} dg_attn_geom;
+
+/* Workspace of seq.attn_fwd and seq.attn_bwd, in floats: padded copies of
+ * the blocks (rows of a multiple of DG_ATTN_LANES) and dS [lq, lk]. */
+#define DG_ATTN_LANES 16
+#define DG_ATTN_PAD(n) (((n) + DG_ATTN_LANES - 1) / DG_ATTN_LANES * DG_ATTN_LANES)
+#define DG_ATTN_WORK(geom)                                                         \
+    ((geom)->d * DG_ATTN_PAD((geom)->lk) + (geom)->lk * DG_ATTN_PAD((geom)->d) +  \
+     2 * (geom)->lq * DG_ATTN_PAD((geom)->d) + ((geom)->lq + 1) * DG_ATTN_PAD((geom)->lk))
+
 /* Workspace of seq.rnn_bwd, in floats. */
 #define DG_RNN_BWD_WORK(geom) ((geom)->b * ((geom)->h * (3 + (geom)->t) + (geom)->g))
 
 typedef struct {
     /* y[n] = act(x[n]); y == x allowed. */
     void (*act_fwd)(dg_act act, float *y, const float *x, int64_t n);
-    /* gx[n] (+)= gy * act'(x), given x and y = act(x). */
+    /* gx[n] (+)= gy * act'(x), given x and y = act(x) from act_fwd (the
+     * CPU's GELU reads Phi(x) back as y / x). */
     void (*act_bwd)(dg_act act, float *gx, const float *gy, const float *x, const float *y,
                     int64_t n, bool acc);
     /* Layer norm of each row of x [rows, d]: y = (x - mean) * rstd * w + b,
@@ -325,6 +346,19 @@ typedef struct {
     void (*rnn_bwd)(const dg_rnn_geom *g, const dg_rnn_bufs *s, const float *dy,
                     const float *dhn, const float *dcn, float *dxp, float *dw_hh, bool acc_w,
                     float *db_hh, bool acc_b, float *dh0, float *dc0, float *work);
+    /* o = softmax(scale q k^T, masked) v for every (batch, head); p
+     * [b, h, lq, lk] gets the probabilities for the backward. pad [b, lk]
+     * (1: that key is masked for every query) may be NULL. A query row with
+     * every key masked gets p 0 and o 0 (not NaN). work: DG_ATTN_WORK. */
+    void (*attn_fwd)(const dg_attn_geom *g, const float *q, const float *k, const float *v,
+                     const uint8_t *pad, float *o, float *p, float *work);
+    /* Its backward from go (o's strides): gq, gk, gv (q's, k's and v's
+     * strides; each may be NULL: not wanted) written, or added where
+     * acc_q / acc_k / acc_v. Two of them may be one buffer (q, k, v the
+     * same tensor) when the later ones add. work: DG_ATTN_WORK. */
+    void (*attn_bwd)(const dg_attn_geom *g, const float *q, const float *k, const float *v,
+                     const float *p, const float *go, float *gq, float *gk, float *gv, bool acc_q,
+                     bool acc_k, bool acc_v, float *work);
 } dg_backend_seq;
 
 /* The hash behind cnn.dropout_mask on every backend: 24 uniform bits of

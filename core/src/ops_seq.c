@@ -3,6 +3,7 @@
  * (backend-impl.h); concat, stack and attention are built from the math
  * family and the ops here. */
 #include "seq-impl.h"
+#include "amp-impl.h"
 #include "dgrad/ops_seq.h"
 
 #include <math.h>
@@ -543,6 +544,130 @@ dg_tensor *dg_masked_fill(dg_tensor *x, dg_tensor *mask, float value) {
 
 /* ---- scaled dot-product attention ---------------------------------------------------- */
 
+/* The fused path (seq.attn_fwd / attn_bwd): one node, no score tensor on
+ * the tape, no head copies. geom: B, H, Lq, Lk, D, causal, packed. Packed:
+ * q, k and v are the column blocks [0, E), [E, 2E), [2E, 3E) of one
+ * contiguous projection [B, L, 3E] (E = H D) and the output is [B, L, E],
+ * the heads merged; else q, k, v and the output are contiguous
+ * [B, H, L, D] (H 1 for 3-D inputs). */
+enum { ATTN_B, ATTN_H, ATTN_LQ, ATTN_LK, ATTN_D, ATTN_CAUSAL, ATTN_PACKED, ATTN_NGEOM };
+
+static void attn_geom(dg_attn_geom *g, const int64_t *i) {
+    int64_t H = i[ATTN_H], Lq = i[ATTN_LQ], Lk = i[ATTN_LK], D = i[ATTN_D];
+    *g = (dg_attn_geom){ .b = i[ATTN_B], .h = H, .lq = Lq, .lk = Lk, .d = D,
+                         .scale = 1.0f / sqrtf((float)D), .causal = i[ATTN_CAUSAL] != 0 };
+    if (i[ATTN_PACKED]) {
+        int64_t E = H * D, row[3] = { Lq * 3 * E, D, 3 * E }, orow[3] = { Lq * E, D, E };
+        memcpy(g->q, row, sizeof row);
+        memcpy(g->k, row, sizeof row);
+        memcpy(g->v, row, sizeof row);
+        memcpy(g->o, orow, sizeof orow);
+    } else {
+        int64_t qs[3] = { H * Lq * D, Lq * D, D }, ks[3] = { H * Lk * D, Lk * D, D };
+        memcpy(g->q, qs, sizeof qs);
+        memcpy(g->k, ks, sizeof ks);
+        memcpy(g->v, ks, sizeof ks);
+        memcpy(g->o, qs, sizeof qs);
+    }
+}
+
+bool dg__attn_fused_ok(const dg_ctx *ctx) {
+    return ctx->be->seq.attn_fwd && ctx->be->seq.attn_bwd && !dg__autocast_bf16(ctx);
+}
+
+static void attn_backward(dg_node *n) {
+    dg_attn_geom g;
+    attn_geom(&g, n->i);
+    dg_tensor *go = n->out->grad;
+    DG_ASSERT(dg_is_contiguous(go));
+    const float *q, *k, *v;
+    float *gq = NULL, *gk = NULL, *gv = NULL;
+    bool aq = false, ak = false, av = false;
+    if (n->i[ATTN_PACKED]) {
+        int64_t e = g.h * g.d;
+        dg_tensor *gx = dg__grad_slot(n->in[0], &aq);
+        if (!gx) return;
+        q = n->in[0]->data;
+        k = q + e;
+        v = q + 2 * e;
+        gq = gx->data;
+        gk = gq + e;
+        gv = gq + 2 * e;
+        ak = av = aq;
+    } else {
+        q = n->in[0]->data;
+        k = n->in[1]->data;
+        v = n->in[2]->data;
+        dg_tensor *t;   /* the same tensor twice: its second slot adds */
+        if ((t = dg__grad_slot(n->in[0], &aq))) gq = t->data;
+        if ((t = dg__grad_slot(n->in[1], &ak))) gk = t->data;
+        if ((t = dg__grad_slot(n->in[2], &av))) gv = t->data;
+    }
+    int64_t nw = DG_ATTN_WORK(&g);
+    dg_tensor *w = dg__tensor_alloc(n->out->ctx, DG_F32, 1, &nw);
+    BE(n->out)->seq.attn_bwd(&g, q, k, v, n->saved[0]->data, go->data, gq, gk, gv, aq, ak, av,
+                             w->data);
+}
+
+static dg_tensor *attn_fused(const char *name, dg_tensor *const *in, int nin, const int64_t *geom,
+                             dg_tensor *kpm, int ond, const int64_t *oshape) {
+    dg_ctx *ctx = in[0]->ctx;
+    dg_attn_geom g;
+    attn_geom(&g, geom);
+    const float *q = in[0]->data, *k, *v;
+    if (geom[ATTN_PACKED]) {
+        k = q + g.h * g.d;
+        v = q + 2 * g.h * g.d;
+    } else {
+        k = in[1]->data;
+        v = in[2]->data;
+    }
+    const uint8_t *pad = NULL;
+    if (kpm) {   /* 1 where a key is masked, as a uint8 [B, Lk] */
+        int64_t ms[2] = { g.b, g.lk };
+        dg_tensor *m = dg__tensor_alloc(ctx, DG_U8, 2, ms);
+        dg_tensor e = dg__expand(kpm, 2, ms);
+        ctx->be->seq.mask_from(m->data, &e);
+        pad = m->data;
+    }
+    int64_t np = g.b * g.h * g.lq * g.lk, nw = DG_ATTN_WORK(&g);
+    dg_tensor *out = dg__tensor_alloc(ctx, DG_F32, ond, oshape);
+    dg_tensor *p = dg__tensor_alloc(ctx, DG_F32, 1, &np);
+    dg_tensor *w = dg__tensor_alloc(ctx, DG_F32, 1, &nw);
+    ctx->be->seq.attn_fwd(&g, q, k, v, pad, out->data, p->data, w->data);
+    if (dg__needs_grad(ctx, nin, in)) {
+        dg_node *n = dg__record(ctx, name, attn_backward, out, nin, in);
+        n->saved[0] = p;
+        memcpy(n->i, geom, ATTN_NGEOM * sizeof *geom);
+    }
+    return out;
+}
+
+static bool check_kpm(const char *name, const dg_tensor *kpm, int64_t B, int64_t Lk) {
+    char b1[96];
+    if (!kpm) return true;
+    if (!check_mask_dtype(name, "key_padding_mask", kpm)) return false;
+    if (kpm->ndim != 2 || kpm->shape[0] != B || kpm->shape[1] != Lk) {
+        dg_set_error("%s: key_padding_mask has shape %s, expected [B, Lk] = [%lld, %lld]", name,
+                     shp(kpm, b1), (long long)B, (long long)Lk);
+        return false;
+    }
+    return true;
+}
+
+dg_tensor *dg__attention_packed(const char *name, dg_tensor *qkv, int64_t heads,
+                                dg_tensor *key_padding_mask, bool causal) {
+    if (!qkv) return NULL;
+    DG_ASSERT(qkv->ndim == 3 && heads > 0 && qkv->shape[2] % (3 * heads) == 0);
+    DG_ASSERT(dg__attn_fused_ok(qkv->ctx) && dg_is_contiguous(qkv));
+    int64_t B = qkv->shape[0], L = qkv->shape[1], E = qkv->shape[2] / 3;
+    if (!check_ctx(name, "key_padding_mask", qkv, key_padding_mask) ||
+        !check_kpm(name, key_padding_mask, B, L))
+        return NULL;
+    int64_t geom[ATTN_NGEOM] = { B, heads, L, L, E / heads, causal, 1 }, os[3] = { B, L, E };
+    return attn_fused(name, &qkv, 1, geom, key_padding_mask, 3, os);
+}
+
 dg_tensor *dg_scaled_dot_product_attention(dg_tensor *q, dg_tensor *k, dg_tensor *v,
                                            dg_tensor *key_padding_mask, bool causal) {
     if (!q || !k || !v) return NULL;
@@ -564,15 +689,13 @@ dg_tensor *dg_scaled_dot_product_attention(dg_tensor *q, dg_tensor *k, dg_tensor
         return NULL;
     }
     int64_t B = q->shape[0], Lq = q->shape[nd - 2], Lk = k->shape[nd - 2], D = q->shape[nd - 1];
-    if (kpm) {
-        if (!check_mask_dtype(name, "key_padding_mask", kpm)) return NULL;
-        if (kpm->ndim != 2 || kpm->shape[0] != B || kpm->shape[1] != Lk) {
-            dg_set_error("%s: key_padding_mask has shape %s, expected [B, Lk] = [%lld, %lld]", name,
-                         shp(kpm, b1), (long long)B, (long long)Lk);
-            return NULL;
-        }
-    }
+    if (!check_kpm(name, kpm, B, Lk)) return NULL;
     dg_ctx *ctx = q->ctx;
+    if (dg__attn_fused_ok(ctx) && v->shape[nd - 1] == D) {
+        dg_tensor *in[3] = { dg_contiguous(q), dg_contiguous(k), dg_contiguous(v) };
+        int64_t geom[ATTN_NGEOM] = { B, nd == 4 ? q->shape[1] : 1, Lq, Lk, D, causal, 0 };
+        return attn_fused(name, in, 3, geom, kpm, nd, q->shape);
+    }
     if ((kpm || causal) && !dg__seq_has(ctx, name, ctx->be->seq.where)) return NULL;
     dg_tensor *s = dg_mul_scalar(dg_matmul(q, dg_transpose(k, -2, -1)), 1.0f / sqrtf((float)D));
     if (!s) return NULL;

@@ -20,6 +20,17 @@
 dg_tensor *dg__rnn_layer(const char *op, bool gru, dg_tensor *xp, dg_tensor *w_hh, dg_tensor *aux,
                          dg_tensor *len, int64_t t, int64_t b, int64_t h, bool has_bias);
 
+/* True when the backend has the fused attention kernels and no autocast
+ * is on (autocast multiplies in bfloat16 through the composed path). */
+bool dg__attn_fused_ok(const dg_ctx *ctx);
+/* Self-attention from one packed projection qkv [B, L, 3E] (q, k, v its
+ * column blocks, each split into heads of E / heads), with PyTorch's
+ * key_padding_mask [B, L] (nonzero: masked; checked here) and causal mask;
+ * returns the heads merged, [B, L, E]. Needs dg__attn_fused_ok and a
+ * contiguous qkv (asserted). name names the errors. */
+dg_tensor *dg__attention_packed(const char *name, dg_tensor *qkv, int64_t heads,
+                                dg_tensor *key_padding_mask, bool causal);
+
 /* False, with "<op>: not implemented on <backend>", when slot is NULL. */
 bool dg__seq_has(const dg_ctx *ctx, const char *op, const void *slot);
 

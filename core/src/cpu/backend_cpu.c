@@ -461,6 +461,8 @@ const dg_backend dg_backend_cpu = {
         .where_bwd = dg__cpu_where_bwd,
         .rnn_fwd = dg__cpu_rnn_fwd,
         .rnn_bwd = dg__cpu_rnn_bwd,
+        .attn_fwd = dg__cpu_attn_fwd,
+        .attn_bwd = dg__cpu_attn_bwd,
     },
     .lowp = {
         .f32_to_bf16 = dg__cpu_f32_to_bf16,

@@ -31,8 +31,8 @@ DG_HOT void dg__cpu_act_fwd(dg_act act, float *y, const float *x, int64_t n) {
     case DG_ACT_SIGMOID:
         vsigmoid(y, x, n);
         break;
-    case DG_ACT_GELU:
-        for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + dg__verf(x[i] * DG_INV_SQRT2));
+    case DG_ACT_GELU:   /* x Phi(x) */
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * dg__vphi(x[i]);
         break;
     }
 }
@@ -51,13 +51,224 @@ DG_HOT void dg__cpu_act_bwd(dg_act act, float *gx, const float *gy, const float 
     switch (act) {
     case DG_ACT_TANH: DG_ACT_BWD_LOOP(1.0f - y[i] * y[i]); break;
     case DG_ACT_SIGMOID: DG_ACT_BWD_LOOP(y[i] * (1.0f - y[i])); break;
-    case DG_ACT_GELU:   /* Phi(x) + x phi(x) */
-        DG_ACT_BWD_LOOP(0.5f * (1.0f + dg__verf(x[i] * DG_INV_SQRT2)) +
+    case DG_ACT_GELU:   /* Phi(x) + x phi(x), Phi(x) read back as y / x (1/2 at 0) */
+        DG_ACT_BWD_LOOP(((x[i] > 1e-30f || x[i] < -1e-30f) ? y[i] / x[i] : 0.5f) +
                         x[i] * DG_INV_SQRT_2PI * dg__vexp(-0.5f * x[i] * x[i]));
         break;
     }
 }
 #undef DG_ACT_BWD_LOOP
+
+/* ---- fused attention --------------------------------------------------------------- */
+
+enum { ATTN_LANES = DG_ATTN_LANES };   /* attn_hmax and attn_hsum assume 16 */
+
+/* inlined into each target clone of its caller, so that it vectorizes for it */
+#define DG_ATTN_INLINE static inline __attribute__((always_inline))
+
+/* The max and the sum of 16 lanes as a tree: four halvings with constant
+ * bounds, each one vector instruction (a loop over the widths would not
+ * unroll, and would run one lane at a time through memory). */
+DG_ATTN_INLINE float attn_hmax(float *lane) {
+    for (int i = 0; i < 8; i++) lane[i] = lane[i + 8] > lane[i] ? lane[i + 8] : lane[i];
+    for (int i = 0; i < 4; i++) lane[i] = lane[i + 4] > lane[i] ? lane[i + 4] : lane[i];
+    for (int i = 0; i < 2; i++) lane[i] = lane[i + 2] > lane[i] ? lane[i + 2] : lane[i];
+    return lane[1] > lane[0] ? lane[1] : lane[0];
+}
+
+DG_ATTN_INLINE float attn_hsum(float *lane) {
+    for (int i = 0; i < 8; i++) lane[i] += lane[i + 8];
+    for (int i = 0; i < 4; i++) lane[i] += lane[i + 4];
+    for (int i = 0; i < 2; i++) lane[i] += lane[i + 2];
+    return lane[0] + lane[1];
+}
+
+/* Softmax of a padded score row (n a multiple of 16) in place, masked
+ * entries already -inf. A row with every entry masked becomes 0. */
+DG_ATTN_INLINE void attn_softmax_row(float *restrict s, int64_t n) {
+    float lane[ATTN_LANES];
+    for (int i = 0; i < ATTN_LANES; i++) lane[i] = -INFINITY;
+    for (int64_t j = 0; j < n; j += ATTN_LANES)
+        for (int i = 0; i < ATTN_LANES; i++) lane[i] = s[j + i] > lane[i] ? s[j + i] : lane[i];
+    const float mx = attn_hmax(lane);
+    if (mx == -INFINITY) {   /* every key masked (or the scores are -inf) */
+        for (int64_t j = 0; j < n; j++) s[j] = 0.0f;
+        return;
+    }
+    for (int i = 0; i < ATTN_LANES; i++) lane[i] = 0.0f;
+    for (int64_t j = 0; j < n; j += ATTN_LANES)
+        for (int i = 0; i < ATTN_LANES; i++) lane[i] += s[j + i] = dg__vexp(s[j + i] - mx);
+    const float inv = 1.0f / attn_hsum(lane);
+    for (int64_t j = 0; j < n; j++) s[j] *= inv;
+}
+
+/* The blocks are copied into zero-padded scratch (rows of a multiple of
+ * 16 floats), so that every inner loop is one 16-lane accumulator kept in
+ * registers: x [rows, d] with row stride ld -> dst [rows, dp], or
+ * transposed -> dst [d, rp]. */
+#define AP DG_ATTN_LANES
+
+DG_ATTN_INLINE void attn_pad(float *restrict dst, const float *restrict x, int64_t rows, int64_t d, int64_t ld) {
+    const int64_t dp = DG_ATTN_PAD(d);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t c = 0; c < d; c++) dst[r * dp + c] = x[r * ld + c];
+        for (int64_t c = d; c < dp; c++) dst[r * dp + c] = 0.0f;
+    }
+}
+
+DG_ATTN_INLINE void attn_pad_t(float *restrict dst, const float *restrict x, int64_t rows, int64_t d, int64_t ld) {
+    const int64_t rp = DG_ATTN_PAD(rows);
+    for (int64_t c = 0; c < d; c++) {
+        for (int64_t r = 0; r < rows; r++) dst[c * rp + r] = x[r * ld + c];
+        for (int64_t r = rows; r < rp; r++) dst[c * rp + r] = 0.0f;
+    }
+}
+
+/* Row r < rows of y (row stride ldy), its first n floats:
+ *   y_r (+)= sum_{k < nk} w[r * wr + k * wk] * m[k * ldm + :],
+ * four rows at a time (four independent register accumulators of 16
+ * lanes, so the additions do not wait on each other), m with padded rows
+ * (ldm and the columns read a multiple of 16). */
+DG_ATTN_INLINE void attn_mm(float *restrict y, int64_t ldy, int64_t rows, int64_t n,
+                            const float *restrict w, int64_t wr, int64_t wk, int64_t nk,
+                            const float *restrict m, int64_t ldm,
+                            bool acc) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        const float *w0 = w + r * wr, *w1 = w0 + wr, *w2 = w1 + wr, *w3 = w2 + wr;
+        for (int64_t c0 = 0; c0 < n; c0 += AP) {
+            float a0[AP] = { 0.0f }, a1[AP] = { 0.0f }, a2[AP] = { 0.0f }, a3[AP] = { 0.0f };
+            for (int64_t k = 0; k < nk; k++) {
+                const float *mr = m + k * ldm + c0;
+                const float x0 = w0[k * wk], x1 = w1[k * wk], x2 = w2[k * wk], x3 = w3[k * wk];
+                for (int l = 0; l < AP; l++) {
+                    a0[l] += x0 * mr[l];
+                    a1[l] += x1 * mr[l];
+                    a2[l] += x2 * mr[l];
+                    a3[l] += x3 * mr[l];
+                }
+            }
+            const int64_t nl = n - c0 < AP ? n - c0 : AP;
+            float *y0 = y + r * ldy + c0, *y1 = y0 + ldy, *y2 = y1 + ldy, *y3 = y2 + ldy;
+            if (nl == AP) {   /* whole vectors out (a scalar tail read back as a vector stalls) */
+                for (int l = 0; l < AP; l++) {
+                    y0[l] = acc ? y0[l] + a0[l] : a0[l];
+                    y1[l] = acc ? y1[l] + a1[l] : a1[l];
+                    y2[l] = acc ? y2[l] + a2[l] : a2[l];
+                    y3[l] = acc ? y3[l] + a3[l] : a3[l];
+                }
+            } else if (acc) {
+                for (int64_t l = 0; l < nl; l++) {
+                    y0[l] += a0[l];
+                    y1[l] += a1[l];
+                    y2[l] += a2[l];
+                    y3[l] += a3[l];
+                }
+            } else {
+                for (int64_t l = 0; l < nl; l++) {
+                    y0[l] = a0[l];
+                    y1[l] = a1[l];
+                    y2[l] = a2[l];
+                    y3[l] = a3[l];
+                }
+            }
+        }
+    }
+    for (; r < rows; r++) {
+        const float *w0 = w + r * wr;
+        for (int64_t c0 = 0; c0 < n; c0 += AP) {
+            float a0[AP] = { 0.0f };
+            for (int64_t k = 0; k < nk; k++) {
+                const float *mr = m + k * ldm + c0;
+                const float x0 = w0[k * wk];
+                for (int l = 0; l < AP; l++) a0[l] += x0 * mr[l];
+            }
+            const int64_t nl = n - c0 < AP ? n - c0 : AP;
+            float *y0 = y + r * ldy + c0;
+            if (nl == AP)
+                for (int l = 0; l < AP; l++) y0[l] = acc ? y0[l] + a0[l] : a0[l];
+            else if (acc)
+                for (int64_t l = 0; l < nl; l++) y0[l] += a0[l];
+            else
+                for (int64_t l = 0; l < nl; l++) y0[l] = a0[l];
+        }
+    }
+}
+
+/* Per (batch, head) block, for query i: the scores s = scale q_i K^T over
+ * the keys (K transposed and padded), masked (padding keys too), softmaxed
+ * in place, saved in p, and o_i = s V. The blocks stay in L1 for the
+ * short sequences of a ViT or a sentence: no GEMM calls, no head copies. */
+DG_HOT void dg__cpu_attn_fwd(const dg_attn_geom *g, const float *q, const float *k, const float *v,
+                             const uint8_t *pad, float *o, float *p, float *work) {
+    const int64_t lq = g->lq, lk = g->lk, d = g->d, kp = DG_ATTN_PAD(lk), dp = DG_ATTN_PAD(d);
+    const float scale = g->scale;
+    const bool causal = g->causal;
+    float *kt = work, *vp = kt + d * kp, *s = vp + lk * dp;   /* s [lq, kp] */
+    for (int64_t b = 0; b < g->b; b++)
+        for (int64_t h = 0; h < g->h; h++) {
+            float *P = p + (b * g->h + h) * lq * lk;
+            const uint8_t *pm = pad ? pad + b * lk : NULL;
+            attn_pad_t(kt, k + b * g->k[0] + h * g->k[1], lk, d, g->k[2]);
+            attn_pad(vp, v + b * g->v[0] + h * g->v[1], lk, d, g->v[2]);
+            attn_mm(s, kp, lq, kp, q + b * g->q[0] + h * g->q[1], g->q[2], 1, d, kt, kp, false);
+            for (int64_t i = 0; i < lq; i++) {
+                float *restrict si = s + i * kp, *restrict pi = P + i * lk;
+                for (int64_t j = 0; j < kp; j++) si[j] *= scale;
+                for (int64_t j = causal ? i + 1 : lk; j < kp; j++) si[j] = -INFINITY;
+                if (pm)
+                    for (int64_t j = 0; j < lk; j++) si[j] = pm[j] ? -INFINITY : si[j];
+                attn_softmax_row(si, kp);
+                for (int64_t j = 0; j < lk; j++) pi[j] = si[j];
+            }
+            attn_mm(o + b * g->o[0] + h * g->o[1], g->o[2], lq, d, s, kp, 1, lk, vp, dp, false);
+        }
+}
+
+/* dP_i = dO_i V^T (V transposed), dS_i = P_i (dP_i - <P_i, dP_i>) scale
+ * for every i (kept in work), then dQ = dS K, dK = dS^T Q, dV = P^T dO,
+ * each row one register accumulator over the padded copies. */
+DG_HOT void dg__cpu_attn_bwd(const dg_attn_geom *g, const float *q, const float *k, const float *v,
+                             const float *p, const float *go, float *gq, float *gk, float *gv,
+                             bool acc_q, bool acc_k, bool acc_v, float *work) {
+    const int64_t lq = g->lq, lk = g->lk, d = g->d, kp = DG_ATTN_PAD(lk), dp = DG_ATTN_PAD(d);
+    float *vt = work, *kpd = vt + d * kp, *qpd = kpd + lk * dp, *gop = qpd + lq * dp;
+    float *ds = gop + lq * dp;   /* [lq, kp] */
+    const float scale = g->scale;
+    for (int64_t b = 0; b < g->b; b++)
+        for (int64_t h = 0; h < g->h; h++) {
+            const float *P = p + (b * g->h + h) * lq * lk;
+            float *GQ = gq ? gq + b * g->q[0] + h * g->q[1] : NULL;
+            float *GK = gk ? gk + b * g->k[0] + h * g->k[1] : NULL;
+            float *GV = gv ? gv + b * g->v[0] + h * g->v[1] : NULL;
+            attn_pad(gop, go + b * g->o[0] + h * g->o[1], lq, d, g->o[2]);
+            if (GV)   /* dV_j = sum_i P_ij dO_i */
+                attn_mm(GV, g->v[2], lk, d, P, 1, lk, lq, gop, dp, acc_v);
+            if (!GQ && !GK) continue;
+            attn_pad_t(vt, v + b * g->v[0] + h * g->v[1], lk, d, g->v[2]);
+            attn_mm(ds, kp, lq, kp, gop, dp, 1, d, vt, kp, false);   /* dP = dO V^T */
+            for (int64_t i = 0; i < lq; i++) {
+                float *restrict dsi = ds + i * kp;
+                const float *restrict pi = P + i * lk;
+                float lane[ATTN_LANES] = { 0.0f };
+                int64_t j = 0;
+                for (; j + ATTN_LANES <= lk; j += ATTN_LANES)
+                    for (int l = 0; l < ATTN_LANES; l++) lane[l] += pi[j + l] * dsi[j + l];
+                for (int l = 0; j + l < lk; l++) lane[l] += pi[j + l] * dsi[j + l];
+                const float dot = attn_hsum(lane);
+                for (j = 0; j < lk; j++) dsi[j] = pi[j] * (dsi[j] - dot) * scale;
+            }
+            if (GQ) {   /* dQ_i = sum_j dS_ij K_j */
+                attn_pad(kpd, k + b * g->k[0] + h * g->k[1], lk, d, g->k[2]);
+                attn_mm(GQ, g->q[2], lq, d, ds, kp, 1, lk, kpd, dp, acc_q);
+            }
+            if (GK) {   /* dK_j = sum_i dS_ij Q_i */
+                attn_pad(qpd, q + b * g->q[0] + h * g->q[1], lq, d, g->q[2]);
+                attn_mm(GK, g->k[2], lk, d, ds, 1, kp, lq, qpd, dp, acc_k);
+            }
+        }
+}
+#undef AP
 
 /* ---- layer norm ------------------------------------------------------------------- */
 
@@ -94,28 +305,53 @@ DG_HOT void dg__cpu_layer_norm_fwd(float *y, float *mean, float *rstd, const flo
     }
 }
 
-void dg__cpu_layer_norm_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
-                            const float *mean, const float *rstd, const float *w, int64_t rows,
-                            int64_t d, bool acc_dx, bool acc_dw, bool acc_db) {
+/* The two row sums (of dxhat and of dxhat * xhat) in 16 float lanes, as
+ * the forward's; dw and db add row after row. */
+DG_HOT void dg__cpu_layer_norm_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                   const float *mean, const float *rstd, const float *w, int64_t rows,
+                                   int64_t d, bool acc_dx, bool acc_dw, bool acc_db) {
     if (dw && !acc_dw) memset(dw, 0, (size_t)d * sizeof(float));
     if (db && !acc_db) memset(db, 0, (size_t)d * sizeof(float));
     for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * d, *gr = dy + r * d;
-        float mu = mean[r], rs = rstd[r];
-        double s1 = 0.0, s2 = 0.0;   /* mean of dxhat and of dxhat * xhat */
-        for (int64_t j = 0; j < d; j++) {
-            float xh = (xr[j] - mu) * rs, g = gr[j] * (w ? w[j] : 1.0f);
-            s1 += g;
-            s2 += (double)g * xh;
-            if (dw) dw[j] += gr[j] * xh;
-            if (db) db[j] += gr[j];
+        const float *restrict xr = x + r * d, *restrict gr = dy + r * d;
+        const float mu = mean[r], rs = rstd[r];
+        float l1[LN_LANES] = { 0.0f }, l2[LN_LANES] = { 0.0f };
+        int64_t j = 0;
+        if (w) {
+            for (; j + LN_LANES <= d; j += LN_LANES)
+                for (int i = 0; i < LN_LANES; i++) {
+                    const float xh = (xr[j + i] - mu) * rs, g = gr[j + i] * w[j + i];
+                    l1[i] += g;
+                    l2[i] += g * xh;
+                }
+        } else {
+            for (; j + LN_LANES <= d; j += LN_LANES)
+                for (int i = 0; i < LN_LANES; i++) {
+                    const float xh = (xr[j + i] - mu) * rs, g = gr[j + i];
+                    l1[i] += g;
+                    l2[i] += g * xh;
+                }
         }
+        float s1 = 0.0f, s2 = 0.0f;
+        for (int i = 0; i < LN_LANES; i++) {
+            s1 += l1[i];
+            s2 += l2[i];
+        }
+        for (; j < d; j++) {
+            const float xh = (xr[j] - mu) * rs, g = gr[j] * (w ? w[j] : 1.0f);
+            s1 += g;
+            s2 += g * xh;
+        }
+        if (dw)
+            for (j = 0; j < d; j++) dw[j] += gr[j] * ((xr[j] - mu) * rs);
+        if (db)
+            for (j = 0; j < d; j++) db[j] += gr[j];
         if (!dx) continue;
-        float m1 = (float)(s1 / (double)d), m2 = (float)(s2 / (double)d);
-        float *dr = dx + r * d;
-        for (int64_t j = 0; j < d; j++) {
-            float xh = (xr[j] - mu) * rs, g = gr[j] * (w ? w[j] : 1.0f);
-            float v = rs * (g - m1 - xh * m2);
+        const float m1 = s1 / (float)d, m2 = s2 / (float)d;
+        float *restrict dr = dx + r * d;
+        for (j = 0; j < d; j++) {
+            const float xh = (xr[j] - mu) * rs, g = gr[j] * (w ? w[j] : 1.0f);
+            const float v = rs * (g - m1 - xh * m2);
             dr[j] = acc_dx ? dr[j] + v : v;
         }
     }

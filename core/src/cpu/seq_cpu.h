@@ -22,6 +22,11 @@ void dg__cpu_index_bwd(float *dx, const float *dout, const int32_t *idx, int64_t
 void dg__cpu_mask_from(uint8_t *m, const dg_tensor *cond);
 void dg__cpu_where(float *out, const uint8_t *m, const float *a, const float *b, int64_t n);
 void dg__cpu_where_bwd(float *ga, float *gb, const uint8_t *m, const float *g, int64_t n);
+void dg__cpu_attn_fwd(const dg_attn_geom *g, const float *q, const float *k, const float *v,
+                      const uint8_t *pad, float *o, float *p, float *work);
+void dg__cpu_attn_bwd(const dg_attn_geom *g, const float *q, const float *k, const float *v,
+                      const float *p, const float *go, float *gq, float *gk, float *gv, bool acc_q,
+                      bool acc_k, bool acc_v, float *work);
 void dg__cpu_rnn_fwd(const dg_rnn_geom *g, const dg_rnn_bufs *s);
 void dg__cpu_rnn_bwd(const dg_rnn_geom *g, const dg_rnn_bufs *s, const float *dy, const float *dhn,
                      const float *dcn, float *dxp, float *dw_hh, bool acc_w, float *db_hh,

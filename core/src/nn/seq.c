@@ -249,6 +249,13 @@ dg_tensor *dg_mha_forward(dg_module *m, dg_tensor *q, dg_tensor *k, dg_tensor *v
             return NULL;
         }
     }
+    if (q == k && k == v && dg__attn_fused_ok(q->ctx)) {
+        /* self-attention, PyTorch's fast path: one projection to q, k and v
+         * side by side, heads read and written in place */
+        dg_tensor *o = dg__attention_packed(op, dg_linear(q, c->in_w, c->in_b), c->heads,
+                                            key_padding_mask, causal);
+        return dg_linear(o, c->out_w, c->out_b);
+    }
     dg_tensor *a = dg_scaled_dot_product_attention(mha_project(c, q, 0), mha_project(c, k, 1),
                                                    mha_project(c, v, 2), key_padding_mask, causal);
     if (!a) return NULL;
