@@ -80,7 +80,7 @@ static dg_tensor *forward(const scase *c, dg_ctx *ctx, dg_tensor **p) {
     case S_SDPA3_KPM:
         return dg_scaled_dot_product_attention(p[0], p[1], p[2], ints(ctx, 2, s24, kpm), false);
     case S_SDPA_SELF: return dg_scaled_dot_product_attention(p[0], p[0], p[0], NULL, true);
-    case S_ATTN_PACKED:   /* qkv [2, 4, 3 * 4], 2 heads of 2 */
+    case S_ATTN_PACKED:   /* qkv [2, 4, 3E], 2 heads of E / 2 */
         return dg__attention_packed("packed", p[0], 2, ints(ctx, 2, s24, kpm_c), true);
     case S_LSTM: return rnn(ctx, p, false, true);
     case S_GRU: return rnn(ctx, p, true, true);
@@ -114,6 +114,9 @@ static const scase k_cases[] = {
     {"fused sdpa [B,L,D] kpm", S_SDPA3_KPM, {"2,3,3", "2,4,3", "2,4,3"}, 0},
     {"fused sdpa q = k = v", S_SDPA_SELF, {"2,2,4,3"}, 0},
     {"fused packed qkv", S_ATTN_PACKED, {"2,4,12"}, 0},
+    /* heads of 16: rows read in place, no padded copies */
+    {"fused sdpa D 16 causal + kpm", S_SDPA_CAUSAL_KPM, {"2,2,4,16", "2,2,4,16", "2,2,4,16"}, 0},
+    {"fused packed qkv D 16", S_ATTN_PACKED, {"2,4,96"}, 0},
     {"lstm layer", S_LSTM, {"9,8", "8,2", "20"}, 0},     /* aux: h0 6, c0 6, b_hh 8 */
     {"gru layer", S_GRU, {"9,6", "6,2", "12"}, 0},       /* aux: h0 6, b_hh 6 */
     {"gru layer no bias", S_GRU_NOBIAS, {"9,6", "6,2", "6"}, 0},

@@ -110,9 +110,14 @@ DG_ATTN_INLINE void attn_softmax_row(float *restrict s, int64_t n) {
 
 DG_ATTN_INLINE void attn_pad(float *restrict dst, const float *restrict x, int64_t rows, int64_t d, int64_t ld) {
     const int64_t dp = DG_ATTN_PAD(d);
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t c = 0; c < d; c++) dst[r * dp + c] = x[r * ld + c];
-        for (int64_t c = d; c < dp; c++) dst[r * dp + c] = 0.0f;
+    for (int64_t r = 0; r < rows; r++) {   /* whole vectors, then the tail: no memcpy call */
+        float *restrict o = dst + r * dp;
+        const float *restrict i = x + r * ld;
+        int64_t c = 0;
+        for (; c + AP <= d; c += AP)
+            for (int l = 0; l < AP; l++) o[c + l] = i[c + l];
+        for (; c < d; c++) o[c] = i[c];
+        for (; c < dp; c++) o[c] = 0.0f;
     }
 }
 
@@ -195,6 +200,14 @@ DG_ATTN_INLINE void attn_mm(float *restrict y, int64_t ldy, int64_t rows, int64_
     }
 }
 
+/* Rows of whole vectors (d and every row stride a multiple of 16) are
+ * read in place: no padded copies. */
+DG_ATTN_INLINE bool attn_inplace(const dg_attn_geom *g) {
+    const int64_t m = AP;
+    return g->d % m == 0 && g->q[2] % m == 0 && g->k[2] % m == 0 && g->v[2] % m == 0 &&
+           g->o[2] % m == 0;
+}
+
 /* Per (batch, head) block, for query i: the scores s = scale q_i K^T over
  * the keys (K transposed and padded), masked (padding keys too), softmaxed
  * in place, saved in p, and o_i = s V. The blocks stay in L1 for the
@@ -204,13 +217,20 @@ DG_HOT void dg__cpu_attn_fwd(const dg_attn_geom *g, const float *q, const float 
     const int64_t lq = g->lq, lk = g->lk, d = g->d, kp = DG_ATTN_PAD(lk), dp = DG_ATTN_PAD(d);
     const float scale = g->scale;
     const bool causal = g->causal;
+    const bool inplace = attn_inplace(g);
     float *kt = work, *vp = kt + d * kp, *s = vp + lk * dp;   /* s [lq, kp] */
     for (int64_t b = 0; b < g->b; b++)
         for (int64_t h = 0; h < g->h; h++) {
             float *P = p + (b * g->h + h) * lq * lk;
             const uint8_t *pm = pad ? pad + b * lk : NULL;
             attn_pad_t(kt, k + b * g->k[0] + h * g->k[1], lk, d, g->k[2]);
-            attn_pad(vp, v + b * g->v[0] + h * g->v[1], lk, d, g->v[2]);
+            const float *V = v + b * g->v[0] + h * g->v[1];
+            int64_t ldv = g->v[2];
+            if (!inplace) {
+                attn_pad(vp, V, lk, d, ldv);
+                V = vp;
+                ldv = dp;
+            }
             attn_mm(s, kp, lq, kp, q + b * g->q[0] + h * g->q[1], g->q[2], 1, d, kt, kp, false);
             for (int64_t i = 0; i < lq; i++) {
                 float *restrict si = s + i * kp, *restrict pi = P + i * lk;
@@ -221,7 +241,7 @@ DG_HOT void dg__cpu_attn_fwd(const dg_attn_geom *g, const float *q, const float 
                 attn_softmax_row(si, kp);
                 for (int64_t j = 0; j < lk; j++) pi[j] = si[j];
             }
-            attn_mm(o + b * g->o[0] + h * g->o[1], g->o[2], lq, d, s, kp, 1, lk, vp, dp, false);
+            attn_mm(o + b * g->o[0] + h * g->o[1], g->o[2], lq, d, s, kp, 1, lk, V, ldv, false);
         }
 }
 
@@ -235,18 +255,26 @@ DG_HOT void dg__cpu_attn_bwd(const dg_attn_geom *g, const float *q, const float 
     float *vt = work, *kpd = vt + d * kp, *qpd = kpd + lk * dp, *gop = qpd + lq * dp;
     float *ds = gop + lq * dp;   /* [lq, kp] */
     const float scale = g->scale;
+    const bool inplace = attn_inplace(g);
     for (int64_t b = 0; b < g->b; b++)
         for (int64_t h = 0; h < g->h; h++) {
             const float *P = p + (b * g->h + h) * lq * lk;
             float *GQ = gq ? gq + b * g->q[0] + h * g->q[1] : NULL;
             float *GK = gk ? gk + b * g->k[0] + h * g->k[1] : NULL;
             float *GV = gv ? gv + b * g->v[0] + h * g->v[1] : NULL;
-            attn_pad(gop, go + b * g->o[0] + h * g->o[1], lq, d, g->o[2]);
+            const float *GO = go + b * g->o[0] + h * g->o[1];
+            const float *Q = q + b * g->q[0] + h * g->q[1], *K = k + b * g->k[0] + h * g->k[1];
+            int64_t ldo = g->o[2], ldq = g->q[2], ldk = g->k[2];
+            if (!inplace) {
+                attn_pad(gop, GO, lq, d, ldo);
+                GO = gop;
+                ldo = dp;
+            }
             if (GV)   /* dV_j = sum_i P_ij dO_i */
-                attn_mm(GV, g->v[2], lk, d, P, 1, lk, lq, gop, dp, acc_v);
+                attn_mm(GV, g->v[2], lk, d, P, 1, lk, lq, GO, ldo, acc_v);
             if (!GQ && !GK) continue;
             attn_pad_t(vt, v + b * g->v[0] + h * g->v[1], lk, d, g->v[2]);
-            attn_mm(ds, kp, lq, kp, gop, dp, 1, d, vt, kp, false);   /* dP = dO V^T */
+            attn_mm(ds, kp, lq, kp, GO, ldo, 1, d, vt, kp, false);   /* dP = dO V^T */
             for (int64_t i = 0; i < lq; i++) {
                 float *restrict dsi = ds + i * kp;
                 const float *restrict pi = P + i * lk;
@@ -259,12 +287,20 @@ DG_HOT void dg__cpu_attn_bwd(const dg_attn_geom *g, const float *q, const float 
                 for (j = 0; j < lk; j++) dsi[j] = pi[j] * (dsi[j] - dot) * scale;
             }
             if (GQ) {   /* dQ_i = sum_j dS_ij K_j */
-                attn_pad(kpd, k + b * g->k[0] + h * g->k[1], lk, d, g->k[2]);
-                attn_mm(GQ, g->q[2], lq, d, ds, kp, 1, lk, kpd, dp, acc_q);
+                if (!inplace) {
+                    attn_pad(kpd, K, lk, d, ldk);
+                    K = kpd;
+                    ldk = dp;
+                }
+                attn_mm(GQ, g->q[2], lq, d, ds, kp, 1, lk, K, ldk, acc_q);
             }
             if (GK) {   /* dK_j = sum_i dS_ij Q_i */
-                attn_pad(qpd, q + b * g->q[0] + h * g->q[1], lq, d, g->q[2]);
-                attn_mm(GK, g->k[2], lk, d, ds, 1, kp, lq, qpd, dp, acc_k);
+                if (!inplace) {
+                    attn_pad(qpd, Q, lq, d, ldq);
+                    Q = qpd;
+                    ldq = dp;
+                }
+                attn_mm(GK, g->k[2], lk, d, ds, 1, kp, lq, Q, ldq, acc_k);
             }
         }
 }
