@@ -290,12 +290,13 @@ typedef struct dg_attn_geom {
 } dg_attn_geom;
 
 /* Workspace of seq.attn_fwd and seq.attn_bwd, in floats: padded copies of
- * the blocks (rows of a multiple of DG_ATTN_LANES) and dS [lq, lk]. */
+ * the blocks (rows of a multiple of DG_ATTN_LANES) and the transposed
+ * score block. */
 #define DG_ATTN_LANES 16
 #define DG_ATTN_PAD(n) (((n) + DG_ATTN_LANES - 1) / DG_ATTN_LANES * DG_ATTN_LANES)
-#define DG_ATTN_WORK(geom)                                                         \
-    ((geom)->d * DG_ATTN_PAD((geom)->lk) + (geom)->lk * DG_ATTN_PAD((geom)->d) +  \
-     2 * (geom)->lq * DG_ATTN_PAD((geom)->d) + ((geom)->lq + 1) * DG_ATTN_PAD((geom)->lk))
+#define DG_ATTN_WORK(geom)                                                            \
+    ((geom)->d * DG_ATTN_PAD((geom)->lq) + 2 * (geom)->lk * DG_ATTN_PAD((geom)->lq) +   \
+     ((geom)->lk + 2 * (geom)->lq) * DG_ATTN_PAD((geom)->d) + DG_ATTN_PAD((geom)->lq))
 
 /* Workspace of seq.rnn_bwd, in floats. */
 #define DG_RNN_BWD_WORK(geom) ((geom)->b * ((geom)->h * (3 + (geom)->t) + (geom)->g))
@@ -347,7 +348,8 @@ typedef struct {
                     const float *dhn, const float *dcn, float *dxp, float *dw_hh, bool acc_w,
                     float *db_hh, bool acc_b, float *dh0, float *dc0, float *work);
     /* o = softmax(scale q k^T, masked) v for every (batch, head); p
-     * [b, h, lq, lk] gets the probabilities for the backward. pad [b, lk]
+     * (b h lq lk floats) gets the probabilities for the backward, in the
+     * kernel's own layout. pad [b, lk]
      * (1: that key is masked for every query) may be NULL. A query row with
      * every key masked gets p 0 and o 0 (not NaN). work: DG_ATTN_WORK. */
     void (*attn_fwd)(const dg_attn_geom *g, const float *q, const float *k, const float *v,

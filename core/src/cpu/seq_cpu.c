@@ -61,51 +61,14 @@ DG_HOT void dg__cpu_act_bwd(dg_act act, float *gx, const float *gy, const float 
 
 /* ---- fused attention --------------------------------------------------------------- */
 
-enum { ATTN_LANES = DG_ATTN_LANES };   /* attn_hmax and attn_hsum assume 16 */
 
 /* inlined into each target clone of its caller, so that it vectorizes for it */
 #define DG_ATTN_INLINE static inline __attribute__((always_inline))
 
-/* The max and the sum of 16 lanes as a tree: four halvings with constant
- * bounds, each one vector instruction (a loop over the widths would not
- * unroll, and would run one lane at a time through memory). */
-DG_ATTN_INLINE float attn_hmax(float *lane) {
-    for (int i = 0; i < 8; i++) lane[i] = lane[i + 8] > lane[i] ? lane[i + 8] : lane[i];
-    for (int i = 0; i < 4; i++) lane[i] = lane[i + 4] > lane[i] ? lane[i + 4] : lane[i];
-    for (int i = 0; i < 2; i++) lane[i] = lane[i + 2] > lane[i] ? lane[i + 2] : lane[i];
-    return lane[1] > lane[0] ? lane[1] : lane[0];
-}
-
-DG_ATTN_INLINE float attn_hsum(float *lane) {
-    for (int i = 0; i < 8; i++) lane[i] += lane[i + 8];
-    for (int i = 0; i < 4; i++) lane[i] += lane[i + 4];
-    for (int i = 0; i < 2; i++) lane[i] += lane[i + 2];
-    return lane[0] + lane[1];
-}
-
-/* Softmax of a padded score row (n a multiple of 16) in place, masked
- * entries already -inf. A row with every entry masked becomes 0. */
-DG_ATTN_INLINE void attn_softmax_row(float *restrict s, int64_t n) {
-    float lane[ATTN_LANES];
-    for (int i = 0; i < ATTN_LANES; i++) lane[i] = -INFINITY;
-    for (int64_t j = 0; j < n; j += ATTN_LANES)
-        for (int i = 0; i < ATTN_LANES; i++) lane[i] = s[j + i] > lane[i] ? s[j + i] : lane[i];
-    const float mx = attn_hmax(lane);
-    if (mx == -INFINITY) {   /* every key masked (or the scores are -inf) */
-        for (int64_t j = 0; j < n; j++) s[j] = 0.0f;
-        return;
-    }
-    for (int i = 0; i < ATTN_LANES; i++) lane[i] = 0.0f;
-    for (int64_t j = 0; j < n; j += ATTN_LANES)
-        for (int i = 0; i < ATTN_LANES; i++) lane[i] += s[j + i] = dg__vexp(s[j + i] - mx);
-    const float inv = 1.0f / attn_hsum(lane);
-    for (int64_t j = 0; j < n; j++) s[j] *= inv;
-}
-
 /* The blocks are copied into zero-padded scratch (rows of a multiple of
  * 16 floats), so that every inner loop is one 16-lane accumulator kept in
  * registers: x [rows, d] with row stride ld -> dst [rows, dp], or
- * transposed -> dst [d, rp]. */
+ * transposed and scaled -> dst [d, rp]. */
 #define AP DG_ATTN_LANES
 
 DG_ATTN_INLINE void attn_pad(float *restrict dst, const float *restrict x, int64_t rows, int64_t d, int64_t ld) {
@@ -121,10 +84,11 @@ DG_ATTN_INLINE void attn_pad(float *restrict dst, const float *restrict x, int64
     }
 }
 
-DG_ATTN_INLINE void attn_pad_t(float *restrict dst, const float *restrict x, int64_t rows, int64_t d, int64_t ld) {
+DG_ATTN_INLINE void attn_pad_t(float *restrict dst, const float *restrict x, int64_t rows, int64_t d,
+                               int64_t ld, float scale) {
     const int64_t rp = DG_ATTN_PAD(rows);
     for (int64_t c = 0; c < d; c++) {
-        for (int64_t r = 0; r < rows; r++) dst[c * rp + r] = x[r * ld + c];
+        for (int64_t r = 0; r < rows; r++) dst[c * rp + r] = scale * x[r * ld + c];
         for (int64_t r = rows; r < rp; r++) dst[c * rp + r] = 0.0f;
     }
 }
@@ -208,91 +172,118 @@ DG_ATTN_INLINE bool attn_inplace(const dg_attn_geom *g) {
            g->o[2] % m == 0;
 }
 
-/* Per (batch, head) block, for query i: the scores s = scale q_i K^T over
- * the keys (K transposed and padded), masked (padding keys too), softmaxed
- * in place, saved in p, and o_i = s V. The blocks stay in L1 for the
- * short sequences of a ViT or a sentence: no GEMM calls, no head copies. */
+/* Softmax over the keys j of a transposed score block st [lk, lqp], one
+ * query per lane, 16 queries at a time: the max, the exponentials and the
+ * sum are vector operations down the keys, with no horizontal reduction.
+ * Masked scores are -inf; a query with every key masked gets 0. */
+DG_ATTN_INLINE void attn_softmax_t(float *restrict st, int64_t lk, int64_t lqp) {
+    for (int64_t i0 = 0; i0 < lqp; i0 += AP) {
+        float mx[AP], sum[AP] = { 0.0f };
+        for (int l = 0; l < AP; l++) mx[l] = -INFINITY;
+        for (int64_t j = 0; j < lk; j++)
+            for (int l = 0; l < AP; l++) mx[l] = st[j * lqp + i0 + l] > mx[l] ? st[j * lqp + i0 + l] : mx[l];
+        for (int l = 0; l < AP; l++) mx[l] = mx[l] == -INFINITY ? 0.0f : mx[l];   /* e^-inf = 0 */
+        for (int64_t j = 0; j < lk; j++)
+            for (int l = 0; l < AP; l++) {
+                const float e = dg__vexp(st[j * lqp + i0 + l] - mx[l]);
+                st[j * lqp + i0 + l] = e;
+                sum[l] += e;
+            }
+        for (int l = 0; l < AP; l++) sum[l] = sum[l] > 0.0f ? 1.0f / sum[l] : 0.0f;
+        for (int64_t j = 0; j < lk; j++)
+            for (int l = 0; l < AP; l++) st[j * lqp + i0 + l] *= sum[l];
+    }
+}
+
+/* Per (batch, head) block: the scores transposed, S^T = K (scale Q)^T
+ * ([lk, lqp], one query per lane, Q transposed into work), masked (a
+ * padding key is a row, the causal mask a triangle), softmaxed down the
+ * keys, saved in p as P^T [lk, lq], and O = P V. The block stays in L1 for
+ * the short sequences of a ViT or a sentence: no GEMM calls, no head
+ * copies. */
 DG_HOT void dg__cpu_attn_fwd(const dg_attn_geom *g, const float *q, const float *k, const float *v,
                              const uint8_t *pad, float *o, float *p, float *work) {
-    const int64_t lq = g->lq, lk = g->lk, d = g->d, kp = DG_ATTN_PAD(lk), dp = DG_ATTN_PAD(d);
-    const float scale = g->scale;
-    const bool causal = g->causal;
+    const int64_t lq = g->lq, lk = g->lk, d = g->d, qp = DG_ATTN_PAD(lq), dp = DG_ATTN_PAD(d);
     const bool inplace = attn_inplace(g);
-    float *kt = work, *vp = kt + d * kp, *s = vp + lk * dp;   /* s [lq, kp] */
+    float *qt = work, *st = qt + d * qp, *vp = st + lk * qp;
     for (int64_t b = 0; b < g->b; b++)
         for (int64_t h = 0; h < g->h; h++) {
             float *P = p + (b * g->h + h) * lq * lk;
             const uint8_t *pm = pad ? pad + b * lk : NULL;
-            attn_pad_t(kt, k + b * g->k[0] + h * g->k[1], lk, d, g->k[2]);
-            const float *V = v + b * g->v[0] + h * g->v[1];
-            int64_t ldv = g->v[2];
+            const float *K = k + b * g->k[0] + h * g->k[1], *V = v + b * g->v[0] + h * g->v[1];
+            int64_t ldk = g->k[2], ldv = g->v[2];
             if (!inplace) {
                 attn_pad(vp, V, lk, d, ldv);
                 V = vp;
                 ldv = dp;
             }
-            attn_mm(s, kp, lq, kp, q + b * g->q[0] + h * g->q[1], g->q[2], 1, d, kt, kp, false);
-            for (int64_t i = 0; i < lq; i++) {
-                float *restrict si = s + i * kp, *restrict pi = P + i * lk;
-                for (int64_t j = 0; j < kp; j++) si[j] *= scale;
-                for (int64_t j = causal ? i + 1 : lk; j < kp; j++) si[j] = -INFINITY;
-                if (pm)
-                    for (int64_t j = 0; j < lk; j++) si[j] = pm[j] ? -INFINITY : si[j];
-                attn_softmax_row(si, kp);
-                for (int64_t j = 0; j < lk; j++) pi[j] = si[j];
+            attn_pad_t(qt, q + b * g->q[0] + h * g->q[1], lq, d, g->q[2], g->scale);
+            attn_mm(st, qp, lk, qp, K, ldk, 1, d, qt, qp, false);   /* pads of K are never read */
+            for (int64_t j = 0; j < lk; j++) {
+                float *restrict sj = st + j * qp;
+                if (pm && pm[j])
+                    for (int64_t i = 0; i < qp; i++) sj[i] = -INFINITY;
+                else if (g->causal)
+                    for (int64_t i = 0; i < j && i < qp; i++) sj[i] = -INFINITY;
             }
-            attn_mm(o + b * g->o[0] + h * g->o[1], g->o[2], lq, d, s, kp, 1, lk, V, ldv, false);
+            attn_softmax_t(st, lk, qp);
+            for (int64_t j = 0; j < lk; j++)
+                for (int64_t i = 0; i < lq; i++) P[j * lq + i] = st[j * qp + i];
+            attn_mm(o + b * g->o[0] + h * g->o[1], g->o[2], lq, d, st, 1, qp, lk, V, ldv, false);
         }
 }
 
-/* dP_i = dO_i V^T (V transposed), dS_i = P_i (dP_i - <P_i, dP_i>) scale
- * for every i (kept in work), then dQ = dS K, dK = dS^T Q, dV = P^T dO,
- * each row one register accumulator over the padded copies. */
+/* In the same transposed layout: dP^T = V dO^T (dO transposed into work),
+ * dot_i = sum_j P_ij dP_ij down the keys, dS^T = P^T (dP^T - dot) scale,
+ * then dQ = dS K, dK = dS^T Q, dV = P^T dO, each row one register
+ * accumulator. */
 DG_HOT void dg__cpu_attn_bwd(const dg_attn_geom *g, const float *q, const float *k, const float *v,
                              const float *p, const float *go, float *gq, float *gk, float *gv,
                              bool acc_q, bool acc_k, bool acc_v, float *work) {
-    const int64_t lq = g->lq, lk = g->lk, d = g->d, kp = DG_ATTN_PAD(lk), dp = DG_ATTN_PAD(d);
-    float *vt = work, *kpd = vt + d * kp, *qpd = kpd + lk * dp, *gop = qpd + lq * dp;
-    float *ds = gop + lq * dp;   /* [lq, kp] */
-    const float scale = g->scale;
+    const int64_t lq = g->lq, lk = g->lk, d = g->d, qp = DG_ATTN_PAD(lq), dp = DG_ATTN_PAD(d);
     const bool inplace = attn_inplace(g);
+    const float scale = g->scale;
+    float *ot = work, *ds = ot + d * qp, *pt = ds + lk * qp, *kpd = pt + lk * qp;
+    float *qpd = kpd + lk * dp, *gop = qpd + lq * dp, *dot = gop + lq * dp;
     for (int64_t b = 0; b < g->b; b++)
         for (int64_t h = 0; h < g->h; h++) {
-            const float *P = p + (b * g->h + h) * lq * lk;
+            const float *P = p + (b * g->h + h) * lq * lk;   /* P^T [lk, lq] */
             float *GQ = gq ? gq + b * g->q[0] + h * g->q[1] : NULL;
             float *GK = gk ? gk + b * g->k[0] + h * g->k[1] : NULL;
             float *GV = gv ? gv + b * g->v[0] + h * g->v[1] : NULL;
             const float *GO = go + b * g->o[0] + h * g->o[1];
             const float *Q = q + b * g->q[0] + h * g->q[1], *K = k + b * g->k[0] + h * g->k[1];
+            const float *V = v + b * g->v[0] + h * g->v[1];
             int64_t ldo = g->o[2], ldq = g->q[2], ldk = g->k[2];
-            if (!inplace) {
-                attn_pad(gop, GO, lq, d, ldo);
-                GO = gop;
-                ldo = dp;
+            if (GV) {   /* dV_j = sum_i P_ij dO_i */
+                const float *O = GO;
+                if (!inplace) {
+                    attn_pad(gop, GO, lq, d, ldo);
+                    O = gop;
+                    ldo = dp;
+                }
+                attn_mm(GV, g->v[2], lk, d, P, lq, 1, lq, O, ldo, acc_v);
             }
-            if (GV)   /* dV_j = sum_i P_ij dO_i */
-                attn_mm(GV, g->v[2], lk, d, P, 1, lk, lq, GO, ldo, acc_v);
             if (!GQ && !GK) continue;
-            attn_pad_t(vt, v + b * g->v[0] + h * g->v[1], lk, d, g->v[2]);
-            attn_mm(ds, kp, lq, kp, GO, ldo, 1, d, vt, kp, false);   /* dP = dO V^T */
-            for (int64_t i = 0; i < lq; i++) {
-                float *restrict dsi = ds + i * kp;
-                const float *restrict pi = P + i * lk;
-                float lane[ATTN_LANES] = { 0.0f };
-                int64_t j = 0;
-                for (; j + ATTN_LANES <= lk; j += ATTN_LANES)
-                    for (int l = 0; l < ATTN_LANES; l++) lane[l] += pi[j + l] * dsi[j + l];
-                for (int l = 0; j + l < lk; l++) lane[l] += pi[j + l] * dsi[j + l];
-                const float dot = attn_hsum(lane);
-                for (j = 0; j < lk; j++) dsi[j] = pi[j] * (dsi[j] - dot) * scale;
+            for (int64_t j = 0; j < lk; j++) {   /* P^T padded to whole vectors */
+                for (int64_t i = 0; i < lq; i++) pt[j * qp + i] = P[j * lq + i];
+                for (int64_t i = lq; i < qp; i++) pt[j * qp + i] = 0.0f;
             }
+            attn_pad_t(ot, GO, lq, d, g->o[2], 1.0f);
+            attn_mm(ds, qp, lk, qp, V, g->v[2], 1, d, ot, qp, false);   /* dP^T = V dO^T */
+            for (int64_t i = 0; i < qp; i++) dot[i] = 0.0f;
+            for (int64_t j = 0; j < lk; j++)
+                for (int64_t i = 0; i < qp; i++) dot[i] += pt[j * qp + i] * ds[j * qp + i];
+            for (int64_t j = 0; j < lk; j++)
+                for (int64_t i = 0; i < qp; i++)
+                    ds[j * qp + i] = pt[j * qp + i] * (ds[j * qp + i] - dot[i]) * scale;
             if (GQ) {   /* dQ_i = sum_j dS_ij K_j */
                 if (!inplace) {
                     attn_pad(kpd, K, lk, d, ldk);
                     K = kpd;
                     ldk = dp;
                 }
-                attn_mm(GQ, g->q[2], lq, d, ds, kp, 1, lk, K, ldk, acc_q);
+                attn_mm(GQ, g->q[2], lq, d, ds, 1, qp, lk, K, ldk, acc_q);
             }
             if (GK) {   /* dK_j = sum_i dS_ij Q_i */
                 if (!inplace) {
@@ -300,7 +291,7 @@ DG_HOT void dg__cpu_attn_bwd(const dg_attn_geom *g, const float *q, const float 
                     Q = qpd;
                     ldq = dp;
                 }
-                attn_mm(GK, g->k[2], lk, d, ds, 1, kp, lq, Q, ldq, acc_k);
+                attn_mm(GK, g->k[2], lk, d, ds, qp, 1, lq, Q, ldq, acc_k);
             }
         }
 }
