@@ -4,8 +4,8 @@
  * Not a test: it checks nothing but prints GFLOP/s.
  *
  * Build (from the repository root; the flags match a Release libdgrad):
- *   gcc -std=c11 -O3 -DNDEBUG -fno-math-errno -Icore/include -Icore/src \
- *       bench/gemm_bench.c core/src/gemm_cpu.c core/src/base.c \
+ *   gcc -std=c11 -O3 -DNDEBUG -fno-math-errno -Icore/include -Icore/src -Icore/src/cpu \
+ *       bench/gemm_bench.c core/src/cpu/gemm_cpu.c core/src/base.c \
  *       -o build-gemm/gemm_bench $(pkg-config --cflags --libs openblas) -lm
  * Run (OpenBLAS picks its kernels at load time, so one run per core type):
  *   OPENBLAS_NUM_THREADS=1 ./build-gemm/gemm_bench            # Prescott here
@@ -102,6 +102,13 @@ static const shape shapes[] = {
     { false, false, 32, 384, 600, "cnn conv2 fwd, chunk of 6 (b256)" },
     { false, true, 32, 600, 384, "cnn conv2 dW, chunk of 6 (b256)" },
     { true, false, 600, 384, 32, "cnn conv2 dcol, chunk of 6 (b256)" },
+    { false, true, 2048, 192, 64, "vit fwd in_proj (b128 x 16 tokens)" },
+    { false, true, 2048, 128, 64, "vit fwd fc1" },
+    { false, true, 2048, 64, 128, "vit fwd fc2" },
+    { false, false, 2048, 64, 192, "vit dx in_proj" },
+    { false, false, 2048, 64, 128, "vit dx fc1" },
+    { true, false, 192, 64, 2048, "vit dW in_proj" },
+    { true, false, 64, 128, 2048, "vit dW fc2" },
     { true, true, 64, 50, 784, "TT (unused by the engine)" },
 };
 
