@@ -95,6 +95,7 @@ static const scase k_cases[] = {
     {"gelu", S_GELU, {"3,4"}, 0},
     {"layer_norm last", S_LN, {"2,3,5", "5", "5"}, 0},
     {"layer_norm 2-D", S_LN2, {"2,3,4", "3,4", "3,4"}, 0},
+    {"layer_norm d 40 (lanes + tail)", S_LN, {"3,40", "40", "40"}, 0},
     {"layer_norm no affine", S_LN_NOAFF, {"3,6"}, 0},
     {"embedding", S_EMB, {"5,3"}, 0},
     {"embedding padding_idx", S_EMB_PAD, {"5,3"}, 0},

@@ -370,7 +370,7 @@ DG_HOT void dg__cpu_layer_norm_fwd(float *y, float *mean, float *rstd, const flo
 }
 
 /* The two row sums (of dxhat and of dxhat * xhat) in 16 float lanes, as
- * the forward's; dw and db add row after row. */
+ * the forward's, with dw and db added in the same pass. */
 DG_HOT void dg__cpu_layer_norm_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
                                    const float *mean, const float *rstd, const float *w, int64_t rows,
                                    int64_t d, bool acc_dx, bool acc_dw, bool acc_db) {
@@ -381,21 +381,26 @@ DG_HOT void dg__cpu_layer_norm_bwd(float *dx, float *dw, float *db, const float 
         const float mu = mean[r], rs = rstd[r];
         float l1[LN_LANES] = { 0.0f }, l2[LN_LANES] = { 0.0f };
         int64_t j = 0;
-        if (w) {
-            for (; j + LN_LANES <= d; j += LN_LANES)
-                for (int i = 0; i < LN_LANES; i++) {
-                    const float xh = (xr[j + i] - mu) * rs, g = gr[j + i] * w[j + i];
-                    l1[i] += g;
-                    l2[i] += g * xh;
-                }
+#define LN_BWD_SUMS(W, DW, DB)                                                   \
+        for (; j + LN_LANES <= d; j += LN_LANES)                                 \
+            for (int i = 0; i < LN_LANES; i++) {                                 \
+                const float xh = (xr[j + i] - mu) * rs, gy = gr[j + i];          \
+                const float g = gy * (W);                                        \
+                l1[i] += g;                                                      \
+                l2[i] += g * xh;                                                 \
+                DW;                                                              \
+                DB;                                                              \
+            }
+        if (w && dw && db) {
+            float *restrict pw = dw, *restrict pb = db;
+            LN_BWD_SUMS(w[j + i], pw[j + i] += gy * xh, pb[j + i] += gy)
+        } else if (w) {
+            LN_BWD_SUMS(w[j + i], (void)0, (void)0)
         } else {
-            for (; j + LN_LANES <= d; j += LN_LANES)
-                for (int i = 0; i < LN_LANES; i++) {
-                    const float xh = (xr[j + i] - mu) * rs, g = gr[j + i];
-                    l1[i] += g;
-                    l2[i] += g * xh;
-                }
+            LN_BWD_SUMS(1.0f, (void)0, (void)0)
         }
+#undef LN_BWD_SUMS
+        const int64_t jv = j;   /* dw, db of the vector part are done when both are wanted */
         float s1 = 0.0f, s2 = 0.0f;
         for (int i = 0; i < LN_LANES; i++) {
             s1 += l1[i];
@@ -406,10 +411,11 @@ DG_HOT void dg__cpu_layer_norm_bwd(float *dx, float *dw, float *db, const float 
             s1 += g;
             s2 += g * xh;
         }
+        const int64_t j0 = w && dw && db ? jv : 0;
         if (dw)
-            for (j = 0; j < d; j++) dw[j] += gr[j] * ((xr[j] - mu) * rs);
+            for (j = j0; j < d; j++) dw[j] += gr[j] * ((xr[j] - mu) * rs);
         if (db)
-            for (j = 0; j < d; j++) db[j] += gr[j];
+            for (j = j0; j < d; j++) db[j] += gr[j];
         if (!dx) continue;
         const float m1 = s1 / (float)d, m2 = s2 / (float)d;
         float *restrict dr = dx + r * d;
