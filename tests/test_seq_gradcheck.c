@@ -118,6 +118,9 @@ static const scase k_cases[] = {
     /* heads of 16: rows read in place, no padded copies */
     {"fused sdpa D 16 causal + kpm", S_SDPA_CAUSAL_KPM, {"2,2,4,16", "2,2,4,16", "2,2,4,16"}, 0},
     {"fused packed qkv D 16", S_ATTN_PACKED, {"2,4,96"}, 0},
+    /* more than 16 queries and keys: several lane chunks and their padding */
+    {"fused sdpa L 20, D 16", S_SDPA, {"1,2,20,16", "1,2,20,16", "1,2,20,16"}, 2e-2},
+    {"fused sdpa Lq 18, Lk 21, D 5", S_SDPA, {"1,1,18,5", "1,1,21,5", "1,1,21,5"}, 0},
     {"lstm layer", S_LSTM, {"9,8", "8,2", "20"}, 0},     /* aux: h0 6, c0 6, b_hh 8 */
     {"gru layer", S_GRU, {"9,6", "6,2", "12"}, 0},       /* aux: h0 6, b_hh 6 */
     {"gru layer no bias", S_GRU_NOBIAS, {"9,6", "6,2", "6"}, 0},
