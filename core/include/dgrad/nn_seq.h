@@ -48,7 +48,11 @@ dg_tensor *dg_rnn_forward_ex(dg_module *m, dg_tensor *x, const int32_t *lengths,
 dg_module *dg_nn_multihead_attention(dg_ctx *ctx, int64_t embed_dim, int num_heads, bool bias);
 /* q [B, Lq, E], k and v [B, Lk, E] -> [B, Lq, E]. key_padding_mask
  * [B, Lk] int32 / uint8 (true: ignore the key) or NULL; causal: the
- * upper-triangular attn_mask. dg_module_forward(m, x) is self-attention. */
+ * upper-triangular attn_mask. dg_module_forward(m, x) is self-attention.
+ * With q, k and v the same tensor on the CPU (and no autocast), the three
+ * projections are one GEMM and the heads are read and written in place by
+ * the fused attention kernel (PyTorch's self-attention fast path); the
+ * results are those of the general path to float rounding. */
 dg_tensor *dg_mha_forward(dg_module *m, dg_tensor *q, dg_tensor *k, dg_tensor *v,
                           dg_tensor *key_padding_mask, bool causal);
 

@@ -71,7 +71,11 @@ dg_tensor *dg_where(dg_tensor *cond, dg_tensor *a, dg_tensor *b);
  * j <= i only (torch.triu(ones(Lq, Lk), 1) masked).
  * A query row whose keys are all masked (a sample with every key padded,
  * or left padding under a causal mask) has all weights 0: its output row is
- * 0 and it passes no gradient. PyTorch's softmax gives NaN there. */
+ * 0 and it passes no gradient. PyTorch's softmax gives NaN there.
+ * On the CPU with Dv = D (and no autocast) one fused kernel computes it
+ * (backend seq.attn_fwd / attn_bwd: no score tensor on the tape, the
+ * softmax in registers); elsewhere it is composed of matmul, masks and
+ * softmax. */
 dg_tensor *dg_scaled_dot_product_attention(dg_tensor *q, dg_tensor *k, dg_tensor *v,
                                            dg_tensor *key_padding_mask, bool causal);
 
