@@ -133,10 +133,23 @@ int dg_flags_parse(const dg_flag_table *tables, int ntables, int argc, char **ar
     return 0;
 }
 
-/* " (default 64)", or "" when there is nothing to say. */
+/* " (default 64)", or "" when there is nothing to say: also when a
+ * numeric default lies outside the flag's range, where it stands for
+ * "not given" (--limit-train's 0: every sample) and could not be passed. */
 static void default_text(char *buf, size_t n, const dg_flag_table *t, const dg_flag *f) {
     const void *d = default_field(t, f);
     buf[0] = '\0';
+    double v = 0.0;
+    bool numeric = true, closed = true;
+    switch (f->kind) {
+    case DG_FLAG_INT: v = *(const int *)d; break;
+    case DG_FLAG_I64: v = (double)*(const int64_t *)d; break;
+    case DG_FLAG_U64: v = (double)*(const uint64_t *)d; break;
+    case DG_FLAG_FLOAT: v = *(const float *)d; closed = false; break;
+    case DG_FLAG_DOUBLE: v = *(const double *)d; closed = false; break;
+    default: numeric = false;
+    }
+    if (numeric && (v > f->hi || (closed ? v < f->lo : v <= f->lo))) return;
     switch (f->kind) {
     case DG_FLAG_INT: snprintf(buf, n, " (default %d)", *(const int *)d); break;
     case DG_FLAG_I64: snprintf(buf, n, " (default %lld)", (long long)*(const int64_t *)d); break;

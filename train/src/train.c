@@ -63,11 +63,11 @@ static const dg_flag builtin_flags[] = {
       0.9999999999999999, NULL, "a number in (0, 1)" },
     { "--div-factor", DG_FLAG_DOUBLE, OPT(div_factor), "X", "OneCycle: initial lr = max lr / X", 0, 1e6, NULL, NULL },
     { "--seed", DG_FLAG_U64, OPT(seed), "N", "seed for initialization, shuffling and dropout", 0, 9.2e18, NULL, NULL },
-    { "--threads", DG_FLAG_INT, OPT(threads), "N", "BLAS threads (0: the BLAS library's choice)", 1, 1024, NULL, POS },
+    { "--threads", DG_FLAG_INT, OPT(threads), "N", "BLAS threads (default: the BLAS library's choice)", 1, 1024, NULL, POS },
     { "--json", DG_FLAG_SET, OPT(json), NULL, "print a JSON summary as the last line", 0, 0, NULL, NULL },
     { "--device", DG_FLAG_CHOICE, OPT(device), "NAME", "cpu or cuda (gradients reduced with NCCL when dgrad has it;\n"
       "DG_COMM_BACKEND=mpi|local stages them through the host)", 0, 0, devices, NULL },
-    { "--limit-train", DG_FLAG_I64, OPT(limit_train), "N", "train on the first N training samples only", 1, 9.2e18, NULL, POS },
+    { "--limit-train", DG_FLAG_I64, OPT(limit_train), "N", "train on the first N training samples only (default: all)", 1, 9.2e18, NULL, POS },
     { "--normalize", DG_FLAG_SET, OPT(normalize), NULL, "uint8 inputs (pixel/255 - 0.1307) / 0.3081, as torchvision's\n"
       "Normalize; else pixel/255, as ToTensor", 0, 0, NULL, NULL },
     { "--train-accuracy", DG_FLAG_SET, OPT(train_accuracy), NULL, "also evaluate on the training set after each epoch", 0, 0, NULL, NULL },
@@ -94,7 +94,7 @@ static const dg_flag builtin_flags[] = {
     { "--resume", DG_FLAG_SET, OPT(resume), NULL, "continue from DIR's newest valid checkpoint, mid-epoch if need be\n"
       "(bitwise identical with the same world and batch size; another world\n"
       "size continues at the next global batch); from scratch if DIR has none", 0, 0, NULL, NULL },
-    { "--max-steps", DG_FLAG_I64, OPT(max_steps), "N", "stop after N global steps (with a checkpoint under --checkpoint-dir)", 1, 9.2e18, NULL, POS },
+    { "--max-steps", DG_FLAG_I64, OPT(max_steps), "N", "stop after N global steps (with a checkpoint under --checkpoint-dir; default: no limit)", 1, 9.2e18, NULL, POS },
     { "--cuda-graph", DG_FLAG_SET, OPT(cuda_graph), NULL, "with --device cuda in one process and --sched none: after 3 eager\n"
       "steps, capture a whole training step in a CUDA graph and replay it", 0, 0, NULL, NULL },
     { "--preempt-signals", DG_FLAG_STRING, OPT(preempt_signals), "LIST", "signals that make every rank checkpoint at\n"
