@@ -108,11 +108,44 @@ static void check_case_ld(dg_gemm_isa isa, bool ta, bool tb, int64_t m, int64_t 
     free(a), free(b), free(c), free(c0);
 }
 
+/* dg_gemm_small_bias against dg_gemm_small with beta 1 over a C that
+ * holds the bias in every row: the same bits, C's old values (NaN) and
+ * its padding untouched. */
+static void check_bias_ld(dg_gemm_isa isa, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                          float alpha, int64_t lda, int64_t ldb, int64_t ldc) {
+    int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+    float *a = make_matrix(ar, ac, lda, NAN), *b = make_matrix(br, bc, ldb, NAN);
+    float *bias = make_matrix(1, n, n, 0.0f);
+    float *want = make_matrix(m, n, ldc, SENTINEL), *got = make_matrix(m, n, ldc, SENTINEL);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            want[i * ldc + j] = bias[j];
+            got[i * ldc + j] = NAN;   /* not read */
+        }
+    if (dg_gemm_small_bias_with(isa, ta, tb, m, n, k, alpha, a, lda, b, ldb, bias, got, ldc)) {
+        dg_gemm_small_with(isa, ta, tb, m, n, k, alpha, a, lda, b, ldb, 1.0f, want, ldc);
+        ncases++;
+        int64_t bad = 0, first = -1;
+        for (int64_t i = 0; i < (m - 1) * ldc + n; i++)
+            if (memcmp(&got[i], &want[i], sizeof(float)) != 0) {
+                if (first < 0) first = i;
+                bad++;
+            }
+        CHECKF(bad == 0, "bias %s %c%c m=%lld n=%lld k=%lld ldc=%lld: %lld values differ, first [%lld] %g, want %g",
+               dg_isa_name(isa), ta ? 'T' : 'N', tb ? 'T' : 'N', (long long)m, (long long)n,
+               (long long)k, (long long)ldc, (long long)bad, (long long)first,
+               first >= 0 ? (double)got[first] : 0.0, first >= 0 ? (double)want[first] : 0.0);
+    }
+    free(a), free(b), free(bias), free(want), free(got);
+}
+
 /* check_case_ld with each stride padded by about `extra`. */
 static void check_case(dg_gemm_isa isa, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
                        float alpha, float beta, int64_t extra) {
     int64_t lda = (ta ? m : k) + extra, ldb = (tb ? k : n) + (extra ? extra + 3 : 0);
     check_case_ld(isa, ta, tb, m, n, k, alpha, beta, lda, ldb, n + (extra ? 2 * extra + 1 : 0));
+    if (beta == 1.0f || beta == 0.5f)
+        check_bias_ld(isa, ta, tb, m, n, k, alpha, lda, ldb, n + (extra ? 2 * extra + 1 : 0));
 }
 
 /* All transposes, a few alpha/beta and strides (odd s: padded), every
@@ -141,6 +174,9 @@ static void check_no_product(void) {
     for (int i = 0; i < 6; i++) CHECKF(c[i] == 0.0f, "alpha=0 beta=0: c[%d] = %g", i, c[i]);
     dg_gemm_small(false, false, 0, 3, 4, 1.0f, a, 4, b, 3, 0.0f, c, 3);   /* m = 0: no-op */
     CHECK(c[0] == 0.0f);
+    const float bias[3] = { 1.0f, -2.0f, 0.5f };   /* k = 0 with a bias: every row is the bias */
+    dg_gemm_small_bias(false, false, 2, 3, 0, 1.0f, a, 1, b, 3, bias, c, 3);
+    for (int i = 0; i < 6; i++) CHECKF(c[i] == bias[i % 3], "bias k=0: c[%d] = %g", i, c[i]);
 }
 
 int main(void) {

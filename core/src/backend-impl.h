@@ -103,6 +103,12 @@ typedef struct {
     void (*gemm)(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                  float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                  float beta, float *c, int64_t ldc);
+    /* The same with beta's term a bias row: C = alpha * op(A) op(B) +
+     * bias, bias [n] added to every row (C not read). Optional: NULL, and
+     * the engine writes bias into C and calls gemm with beta 1. */
+    void (*gemm_bias)(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                      const float *a, int64_t lda, const float *b, int64_t ldb,
+                      const float *bias, float *c, int64_t ldc);
     /* in [outer, red, inner] -> out[outer, inner] (+)= scale * sum over red. */
     void (*reduce_sum)(float *out, const float *in, int64_t outer, int64_t red,
                        int64_t inner, float scale, bool acc);

@@ -519,12 +519,17 @@ dg_tensor *dg_linear(dg_tensor *x, dg_tensor *weight, dg_tensor *bias) {
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     shape[x->ndim - 1] = out_f;
     dg_tensor *out = dg__tensor_alloc(x->ctx, DG_F32, x->ndim, shape);
-    if (bias) {   /* out = bias (each row), then out += x W^T */
-        dg_tensor eb = dg__expand(bias, out->ndim, out->shape);
-        BE(x)->math.binary(DG_BIN_COPY, out, &eb, &eb, 1.0f, false);
+    if (bias && BE(x)->math.gemm_bias) {   /* out = x W^T + bias, in the GEMM */
+        BE(x)->math.gemm_bias(false, true, rows, out_f, in_f, 1.0f, x->data, in_f, weight->data,
+                              in_f, bias->data, out->data, out_f);
+    } else {
+        if (bias) {   /* out = bias (each row), then out += x W^T */
+            dg_tensor eb = dg__expand(bias, out->ndim, out->shape);
+            BE(x)->math.binary(DG_BIN_COPY, out, &eb, &eb, 1.0f, false);
+        }
+        BE(x)->math.gemm(false, true, rows, out_f, in_f, 1.0f, x->data, in_f, weight->data, in_f,
+                         bias ? 1.0f : 0.0f, out->data, out_f);
     }
-    BE(x)->math.gemm(false, true, rows, out_f, in_f, 1.0f, x->data, in_f, weight->data, in_f,
-                bias ? 1.0f : 0.0f, out->data, out_f);
     dg_tensor *in[3] = { x, weight, bias };
     if (dg__needs_grad(x->ctx, 3, in)) dg__record(x->ctx, name, linear_backward, out, bias ? 3 : 2, in);
     return out;

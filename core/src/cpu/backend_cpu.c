@@ -166,6 +166,20 @@ static void cpu_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float al
                 (blasint)ldc);
 }
 
+/* Our kernel adds the bias in its last step; for OpenBLAS's sizes the
+ * bias goes into C first. */
+static void cpu_gemm_bias(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+                          const float *a, int64_t lda, const float *b, int64_t ldb,
+                          const float *bias, float *c, int64_t ldc) {
+    if (m == 0 || n == 0) return;
+    if (k > 0 && !dg_gemm_small_fits(m, n, k)) {
+        for (int64_t i = 0; i < m; i++) memcpy(c + i * ldc, bias, sizeof(float) * (size_t)n);
+        cpu_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, 1.0f, c, ldc);
+        return;
+    }
+    dg_gemm_small_bias(ta, tb, m, n, k, alpha, a, lda, b, ldb, bias, c, ldc);
+}
+
 /* ---- reductions ----------------------------------------------------------------- */
 
 DG_HOT static void cpu_reduce_sum(float *out, const float *in, int64_t outer, int64_t red, int64_t inner,
@@ -423,6 +437,7 @@ const dg_backend dg_backend_cpu = {
         .binary = cpu_binary,
         .unary = cpu_unary,
         .gemm = cpu_gemm,
+        .gemm_bias = cpu_gemm_bias,
         .reduce_sum = cpu_reduce_sum,
         .softmax = cpu_softmax,
         .softmax_bwd = cpu_softmax_bwd,

@@ -59,18 +59,21 @@ typedef float dg_v4u __attribute__((vector_size(16), aligned(4), may_alias));
 
 /* ---- micro-tile --------------------------------------------------------- */
 
-/* tile<W>: C(r, j) = alpha * sum_p A(r, p) B(p, j) + beta * C(r, j) for
+/* tile<W>: C(r, j) = alpha * sum_p A(r, p) B(p, j) + beta * Cin(r, j) for
  * r < mr, j < nv * W, with A(r, p) = a[r * ars + p * acs] and
- * B(p, j) = b[p * ldb + j]. The last vector of columns has its own
- * addresses, so that it can overlap the one before or be staged outside B
- * and C: its B(p, .) is at bl[p * ldbl], its C(r, .) at cl[r * ldcl], with
- * beta_l for beta. mr and nv are constants after inlining, so acc lives in
+ * B(p, j) = b[p * ldb + j]; Cin(r, .) is at ci[r * ldci], which is C
+ * itself or, with ldci = 0, one row added to every row (a bias). The last
+ * vector of columns has its own addresses, so that it can overlap the one
+ * before or be staged outside B and C: its B(p, .) is at bl[p * ldbl], its
+ * C(r, .) at cl[r * ldcl], its Cin(r, .) at cli[r * ldcli], with beta_l for
+ * beta. mr and nv are constants after inlining, so acc lives in
  * registers. */
 #define DEFINE_TILE(W, VT, VTU) \
     ALWAYS_INLINE void tile##W(const int mr, const int nv, int64_t k, const float *a, \
                                int64_t ars, int64_t acs, const float *b, int64_t ldb, \
                                const float *bl, int64_t ldbl, float *c, int64_t ldc, float *cl, \
-                               int64_t ldcl, float alpha, float beta, float beta_l) { \
+                               int64_t ldcl, const float *ci, int64_t ldci, const float *cli, \
+                               int64_t ldcli, float alpha, float beta, float beta_l) { \
         VT acc[MR][NV_MAX]; \
         UNROLL for (int r = 0; r < mr; r++) \
             UNROLL for (int v = 0; v < nv; v++) acc[r][v] = (VT){ 0 }; \
@@ -86,10 +89,10 @@ typedef float dg_v4u __attribute__((vector_size(16), aligned(4), may_alias));
         UNROLL for (int r = 0; r < mr; r++) { \
             float *cr = c + r * ldc; \
             VT xl = alpha * acc[r][nv - 1]; /* first: it may overlap C of the others */ \
-            if (beta_l != 0.0f) xl += beta_l * *(const VTU *)(cl + r * ldcl); \
+            if (beta_l != 0.0f) xl += beta_l * *(const VTU *)(cli + r * ldcli); \
             UNROLL for (int v = 0; v < nv - 1; v++) { \
                 VT x = alpha * acc[r][v]; \
-                if (beta != 0.0f) x += beta * *(const VTU *)(cr + v * W); \
+                if (beta != 0.0f) x += beta * *(const VTU *)(ci + r * ldci + v * W); \
                 *(VTU *)(cr + v * W) = x; \
             } \
             *(VTU *)(cl + r * ldcl) = xl; \
@@ -102,7 +105,8 @@ DEFINE_TILE(4, dg_v4, dg_v4u)
 
 #define TILE_CASE(W, R, V) \
     case (R) * 8 + (V): \
-        tile##W(R, V, k, a, ars, acs, b, ldb, bl, ldbl, c, ldc, cl, ldcl, alpha, beta, beta_l); \
+        tile##W(R, V, k, a, ars, acs, b, ldb, bl, ldbl, c, ldc, cl, ldcl, ci, ldci, cli, ldcli, \
+                alpha, beta, beta_l); \
         break;
 #define TILE_CASES(W, V) \
     TILE_CASE(W, 1, V) TILE_CASE(W, 2, V) TILE_CASE(W, 3, V) \
@@ -113,7 +117,9 @@ DEFINE_TILE(4, dg_v4, dg_v4u)
 ALWAYS_INLINE void tile_any(const int w, const int nvmax, int mr, int nv, int64_t k,
                             const float *a, int64_t ars, int64_t acs, const float *b,
                             int64_t ldb, const float *bl, int64_t ldbl, float *c, int64_t ldc,
-                            float *cl, int64_t ldcl, float alpha, float beta, float beta_l) {
+                            float *cl, int64_t ldcl, const float *ci, int64_t ldci,
+                            const float *cli, int64_t ldcli, float alpha, float beta,
+                            float beta_l) {
     if (w == 16 && nvmax == 4) {
         switch (mr * 8 + nv) {
         TILE_CASES(16, 1) TILE_CASES(16, 2) TILE_CASES(16, 3) TILE_CASES(16, 4)
@@ -225,7 +231,8 @@ ALWAYS_INLINE void pack_b_last(const int w, float *dst, const float *src, int64_
 ALWAYS_INLINE void panel_pass(const int w, const int nvmax, bool ta, bool tb, int64_t m, int64_t kc,
                               int64_t p0, int64_t j0, int64_t nc, float alpha, const float *a,
                               int64_t lda, const float *b, int64_t ldb, float bet, float *c,
-                              int64_t ldc, bool alias, float *pack, float *ct) {
+                              int64_t ldc, const float *cin, int64_t ldcin, bool alias,
+                              float *pack, float *ct) {
     const int nr = nvmax * w;
     const int64_t ars = ta ? 1 : lda, acs = ta ? lda : 1;
     const int64_t nblk = (m + MR - 1) / MR;   /* row blocks, sizes differ by at most 1 */
@@ -248,16 +255,17 @@ ALWAYS_INLINE void panel_pass(const int w, const int nvmax, bool ta, bool tb, in
         int mr = (int)((m - i0 + nblk - ib - 1) / (nblk - ib));
         const float *ai = a + i0 * ars + p0 * acs;
         float *ci = c + i0 * ldc + j0;
+        const float *cii = cin + i0 * ldcin + j0;
         if (whole) {
-            tile_any(w, nvmax, mr, nv, kc, ai, ars, acs, bp, bs, bl, bls, ci, ldc, ci + jl, ldc,
-                     alpha, bet, bet);
+            tile_any(w, nvmax, mr, nv, kc, ai, ars, acs, bp, bs, bl, bls, ci, ldc, ci + jl, ldc, cii,
+                     ldcin, cii + jl, ldcin, alpha, bet, bet);
         } else {   /* n < w: to ct, then its valid part to C */
-            tile_any(w, nvmax, mr, 1, kc, ai, ars, acs, bp, bs, bl, bls, ci, ldc, ct, w, alpha, bet,
-                     0.0f);
+            tile_any(w, nvmax, mr, 1, kc, ai, ars, acs, bp, bs, bl, bls, ci, ldc, ct, w, cii, ldcin,
+                     ct, w, alpha, bet, 0.0f);
             for (int r = 0; r < mr; r++)
                 for (int j = 0; j < w; j++) {   /* to w, not nc: no memcpy call */
                     float *cij = ci + r * ldc + j, t = ct[r * w + j];
-                    if (j < nc) *cij = bet == 0.0f ? t : t + bet * *cij;
+                    if (j < nc) *cij = bet == 0.0f ? t : t + bet * cii[r * ldcin + j];
                 }
         }
         i0 += mr;
@@ -279,7 +287,8 @@ ALWAYS_INLINE void panel_pass(const int w, const int nvmax, bool ta, bool tb, in
  * go outermost, so that A is not read again for every panel. */
 ALWAYS_INLINE void gemm_body(const int w, const int nvmax, bool ta, bool tb, int64_t m,
                              int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-                             const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+                             const float *b, int64_t ldb, float beta, float *c, int64_t ldc,
+                             const float *cin, int64_t ldcin) {
     float pack[KC_NT * PANEL] __attribute__((aligned(64)));
     float ct[MR * 16] __attribute__((aligned(64)));
     const int nr = nvmax * w;
@@ -298,7 +307,8 @@ ALWAYS_INLINE void gemm_body(const int w, const int nvmax, bool ta, bool tb, int
 #define PANEL_WIDTH(j0) (n - (j0) <= nr ? n - (j0) : n - (j0) - nr >= w ? nr : n - (j0) - w)
 #define PASS(p0, j0, nc) \
     panel_pass(w, nvmax, ta, tb, m, k - (p0) < kstep ? k - (p0) : kstep, p0, j0, nc, alpha, a, \
-               lda, b, ldb, (p0) == 0 ? beta : 1.0f, c, ldc, alias, pack, ct)
+               lda, b, ldb, (p0) == 0 ? beta : 1.0f, c, ldc, (p0) == 0 ? cin : c, \
+               (p0) == 0 ? ldcin : ldc, alias, pack, ct)
     if (panels_outer) {
         for (int64_t j0 = 0, nc; j0 < n; j0 += nc) {
             nc = PANEL_WIDTH(j0);
@@ -315,9 +325,12 @@ ALWAYS_INLINE void gemm_body(const int w, const int nvmax, bool ta, bool tb, int
 #undef PANEL_WIDTH
 }
 
+/* cin, ldcin: where beta's term is read (C itself, or a bias row with
+ * ldcin 0) */
 #define GEMM_ARGS bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, \
-    const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc
-#define GEMM_PASS ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
+    const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc, \
+    const float *cin, int64_t ldcin
+#define GEMM_PASS ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, cin, ldcin
 
 /* Built for the compiler's target (wider with -march=native). */
 static void gemm_base(GEMM_ARGS) {
@@ -374,27 +387,45 @@ static void gemm_run(gemm_fn fn, GEMM_ARGS) {
     if (k <= 0 || alpha == 0.0f) {   /* A and B are not read */
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < n; j++)
-                c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+                c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * cin[i * ldcin + j];
         return;
     }
     fn(GEMM_PASS);
+}
+
+static gemm_fn best_fn(void) {
+    static _Atomic(gemm_fn) best;   /* racing first callers store the same value */
+    gemm_fn fn = best;
+    if (!fn) best = fn = isa_fn(dg_gemm_small_isa());
+    return fn;
 }
 
 bool dg_gemm_small_with(dg_gemm_isa isa, bool trans_a, bool trans_b, int64_t m, int64_t n,
                         int64_t k, float alpha, const float *a, int64_t lda, const float *b,
                         int64_t ldb, float beta, float *c, int64_t ldc) {
     gemm_fn fn = isa_fn(isa);
-    if (fn) gemm_run(fn, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    if (fn) gemm_run(fn, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, c, ldc);
+    return fn != NULL;
+}
+
+bool dg_gemm_small_bias_with(dg_gemm_isa isa, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                             int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                             int64_t ldb, const float *bias, float *c, int64_t ldc) {
+    gemm_fn fn = isa_fn(isa);
+    if (fn) gemm_run(fn, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, 1.0f, c, ldc, bias, 0);
     return fn != NULL;
 }
 
 void dg_gemm_small(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                    const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                    float *c, int64_t ldc) {
-    static _Atomic(gemm_fn) best;   /* racing first callers store the same value */
-    gemm_fn fn = best;
-    if (!fn) best = fn = isa_fn(dg_gemm_small_isa());
-    gemm_run(fn, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    gemm_run(best_fn(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, c, ldc);
+}
+
+void dg_gemm_small_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                        const float *a, int64_t lda, const float *b, int64_t ldb,
+                        const float *bias, float *c, int64_t ldc) {
+    gemm_run(best_fn(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, 1.0f, c, ldc, bias, 0);
 }
 
 /* The crossover, measured with bench/gemm_bench.c --sweep (one thread) on

@@ -19,6 +19,14 @@ void dg_gemm_small(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
                    const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                    float *c, int64_t ldc);
 
+/* C = alpha * op(A) op(B) + bias, bias [n] added to every row, in the
+ * kernel's last step: the same values as dg_gemm_small with beta 1 over a
+ * C that holds bias in every row, without writing and reading that C.
+ * C is not read. */
+void dg_gemm_small_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                        const float *a, int64_t lda, const float *b, int64_t ldb,
+                        const float *bias, float *c, int64_t ldc);
+
 /* The kernel families, by the registers they are written for. */
 typedef enum {
     DG_GEMM_ISA_BASE,    /* the compiler's target: 4-float vectors unless -march says more */
@@ -34,6 +42,11 @@ dg_gemm_isa dg_gemm_small_isa(void);
 bool dg_gemm_small_with(dg_gemm_isa isa, bool trans_a, bool trans_b, int64_t m, int64_t n,
                         int64_t k, float alpha, const float *a, int64_t lda, const float *b,
                         int64_t ldb, float beta, float *c, int64_t ldc);
+
+/* The same for dg_gemm_small_bias. */
+bool dg_gemm_small_bias_with(dg_gemm_isa isa, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                             int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                             int64_t ldb, const float *bias, float *c, int64_t ldc);
 
 /* True when dg_gemm_small is expected to be faster than OpenBLAS for this
  * shape (measured crossover, see gemm_cpu.c). */

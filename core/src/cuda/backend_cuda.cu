@@ -441,6 +441,7 @@ extern "C" const dg_backend dg_backend_cuda = {
         .binary = dg__cuda_binary,
         .unary = dg__cuda_unary,
         .gemm = cuda_gemm,
+        .gemm_bias = NULL,   /* the engine writes the bias into C, then gemm with beta 1 */
         .reduce_sum = dg__cuda_reduce_sum,
         .softmax = dg__cuda_softmax,
         .softmax_bwd = dg__cuda_softmax_bwd,
