@@ -17,8 +17,9 @@
 #           Slurm signals the job's steps: the ranks get SIGUSR1 directly);
 #           the ranks sleep 20 ms a step (DG_TEST_SLOW_RANK) so that the run
 #           outlasts the signal: each attempt is signalled before its time
-#           limit, checkpoints and is requeued, and the last attempt ends
-#           with the params_hash of a run without any signal
+#           limit, checkpoints and is requeued (then the test raises the
+#           limit, so the next attempt can finish), and the last attempt
+#           ends with the params_hash of a run without any signal
 # Usage: test_slurm.sh submit|kill|preempt|timelimit MNIST_MLP MNIST_DIR SRCDIR
 set -eu
 mode=$1 bin=$2 data=$3 src=$4
@@ -84,11 +85,27 @@ fi
 if [ "$mode" = timelimit ]; then
   # 3200 steps at 20 ms: about 64 s of training, more than one attempt gets
   # before its signal (Slurm sends it up to a minute early).
+  # Once the first attempt is requeued, the time limit is raised to 10
+  # minutes: Slurm may signal a requeued attempt as soon as it starts (seen
+  # here: three attempts in a row stopped two steps after their resume),
+  # so later attempts would not finish; the signal under test is the first.
   mkdir -p "$dir/ck"
   rc=0
   timeout 560 sbatch --wait --time=2 --signal=USR1@90 --chdir="$dir" --output="$dir/job.out" \
     --export=ALL,DGRUN="$src/launcher/dgrun",CKPT_DIR="$dir/ck",DG_TEST_SLOW_RANK=1:20 \
-    "$src/examples/sbatch_preempt.sh" "$bin" "${args[@]:0:${#args[@]}-2}" >"$dir/sbatch.out" 2>&1 || rc=$?
+    "$src/examples/sbatch_preempt.sh" "$bin" "${args[@]:0:${#args[@]}-2}" >"$dir/sbatch.out" 2>&1 &
+  job=$!
+  for _ in $(seq 1 400); do
+    grep -q "requeueing Slurm job" "$dir/job.out" 2>/dev/null && break
+    kill -0 $job 2>/dev/null || break
+    sleep 1
+  done
+  jobid=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' "$dir/sbatch.out")
+  [ -n "$jobid" ] || jobid=$(squeue -h -o %i 2>/dev/null | head -n 1)   # sbatch's line may sit in its buffer
+  if [ -n "$jobid" ] && grep -q "requeueing Slurm job" "$dir/job.out" 2>/dev/null; then
+    scontrol update JobId="$jobid" TimeLimit=10 || echo "warning: could not raise the time limit of job $jobid"
+  fi
+  wait $job || rc=$?
   echo "--- job output"; cat "$dir/job.out"; echo "---"
   [ $rc -eq 0 ] || { cat "$dir/sbatch.out"; echo "FAIL: sbatch --wait exited $rc"; exit 1; }
   n=$(grep -c "preempted by SIGUSR1" "$dir/job.out" || true)
