@@ -121,6 +121,9 @@ static const scase k_cases[] = {
     /* more than 16 queries and keys: several lane chunks and their padding */
     {"fused sdpa L 20, D 16", S_SDPA, {"1,2,20,16", "1,2,20,16", "1,2,20,16"}, 2e-2},
     {"fused sdpa Lq 18, Lk 21, D 5", S_SDPA, {"1,1,18,5", "1,1,21,5", "1,1,21,5"}, 0},
+    /* exactly 16 queries (the scores are P itself), heads of two 16 x 16 tiles */
+    {"fused sdpa L 16, D 32", S_SDPA, {"1,2,16,32", "1,2,16,32", "1,2,16,32"}, 2e-2},
+    {"fused sdpa q = k = v causal L 16", S_SDPA_SELF, {"1,2,16,16"}, 2e-2},
     {"lstm layer", S_LSTM, {"9,8", "8,2", "20"}, 0},     /* aux: h0 6, c0 6, b_hh 8 */
     {"gru layer", S_GRU, {"9,6", "6,2", "12"}, 0},       /* aux: h0 6, b_hh 6 */
     {"gru layer no bias", S_GRU_NOBIAS, {"9,6", "6,2", "6"}, 0},

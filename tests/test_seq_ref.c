@@ -470,7 +470,7 @@ int main(void) {
     fclose(f);
     printf("%d op cases and %d module cases passed\n", nops, nmods);
     CHECKF(nops == 32, "only %d op cases passed", nops);
-    CHECKF(nmods == 10, "only %d module cases passed", nmods);
+    CHECKF(nmods == 12, "only %d module cases passed", nmods);
     test_small_modules();
     test_bad_input();
     return dgt_report("test_seq_ref");

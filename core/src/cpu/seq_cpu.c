@@ -84,10 +84,48 @@ DG_ATTN_INLINE void attn_pad(float *restrict dst, const float *restrict x, int64
     }
 }
 
+/* A 16 x 16 tile through registers: dst[c * ldd + r] = scale * x[r * ld + c]
+ * for r < nr (the rows from nr on are written as 0), c < 16. Four rounds
+ * of zips (row i with row i + 8): each moves the 8-bit index (row, column)
+ * of an element one bit to the left, so after four the row and the column
+ * have traded places. Vector shuffles in every clone, where the scalar
+ * transpose was a load and a store per float. */
+typedef float attn_v __attribute__((vector_size(AP * sizeof(float))));
+_Static_assert(AP == 16, "attn_t16 is a 16 x 16 transpose");
+
+DG_ATTN_INLINE void attn_t16(float *restrict dst, int64_t ldd, const float *restrict x, int64_t ld,
+                             int64_t nr, float scale) {
+    attn_v a[AP], t[AP];
+    for (int r = 0; r < AP; r++) {
+        if (r < nr) {
+            memcpy(&a[r], x + r * ld, sizeof a[r]);
+            a[r] *= scale;
+        } else {
+            a[r] = (attn_v){ 0.0f };
+        }
+    }
+    for (int round = 0; round < 4; round++) {
+        for (int i = 0; i < AP / 2; i++) {
+            t[2 * i] = __builtin_shufflevector(a[i], a[i + 8], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21,
+                                               6, 22, 7, 23);
+            t[2 * i + 1] = __builtin_shufflevector(a[i], a[i + 8], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28,
+                                                   13, 29, 14, 30, 15, 31);
+        }
+        memcpy(a, t, sizeof a);
+    }
+    for (int c = 0; c < AP; c++) memcpy(dst + c * ldd, &a[c], sizeof a[c]);
+}
+
+/* x [rows, d] (row stride ld), scaled, -> dst [d, rp], rows padded with 0:
+ * whole 16 x 16 tiles through attn_t16, a column tail one float at a time. */
 DG_ATTN_INLINE void attn_pad_t(float *restrict dst, const float *restrict x, int64_t rows, int64_t d,
                                int64_t ld, float scale) {
     const int64_t rp = DG_ATTN_PAD(rows);
-    for (int64_t c = 0; c < d; c++) {
+    int64_t c0 = 0;
+    for (; c0 + AP <= d; c0 += AP)
+        for (int64_t r0 = 0; r0 < rp; r0 += AP)
+            attn_t16(dst + c0 * rp + r0, rp, x + r0 * ld + c0, ld, rows - r0, scale);
+    for (int64_t c = c0; c < d; c++) {
         for (int64_t r = 0; r < rows; r++) dst[c * rp + r] = scale * x[r * ld + c];
         for (int64_t r = rows; r < rp; r++) dst[c * rp + r] = 0.0f;
     }
@@ -95,14 +133,59 @@ DG_ATTN_INLINE void attn_pad_t(float *restrict dst, const float *restrict x, int
 
 /* Row r < rows of y (row stride ldy), its first n floats:
  *   y_r (+)= sum_{k < nk} w[r * wr + k * wk] * m[k * ldm + :],
- * four rows at a time (four independent register accumulators of 16
- * lanes, so the additions do not wait on each other), m with padded rows
- * (ldm and the columns read a multiple of 16). */
+ * eight rows at a time, then four, then one: independent register
+ * accumulators of 16 lanes, each step a fused multiply-add (fmaf, one
+ * vector FMA in the clones that have FMA), eight chains so that the FMA
+ * latency is covered. m has padded rows (ldm and the columns read a
+ * multiple of 16). */
+/* y[:nl] (+)= a, whole vectors when nl is 16 (a scalar tail read back as
+ * a vector stalls) */
+DG_ATTN_INLINE void attn_mm_out(float *restrict y, int64_t nl, const float *restrict a, bool acc) {
+    if (nl == AP)
+        for (int l = 0; l < AP; l++) y[l] = acc ? y[l] + a[l] : a[l];
+    else if (acc)
+        for (int64_t l = 0; l < nl; l++) y[l] += a[l];
+    else
+        for (int64_t l = 0; l < nl; l++) y[l] = a[l];
+}
+
 DG_ATTN_INLINE void attn_mm(float *restrict y, int64_t ldy, int64_t rows, int64_t n,
                             const float *restrict w, int64_t wr, int64_t wk, int64_t nk,
                             const float *restrict m, int64_t ldm,
                             bool acc) {
     int64_t r = 0;
+    for (; r + 8 <= rows; r += 8) {   /* eight chains: enough to cover the FMA latency */
+        const float *w0 = w + r * wr;
+        for (int64_t c0 = 0; c0 < n; c0 += AP) {
+            float a0[AP] = { 0.0f }, a1[AP] = { 0.0f }, a2[AP] = { 0.0f }, a3[AP] = { 0.0f };
+            float a4[AP] = { 0.0f }, a5[AP] = { 0.0f }, a6[AP] = { 0.0f }, a7[AP] = { 0.0f };
+            for (int64_t k = 0; k < nk; k++) {
+                const float *mr = m + k * ldm + c0, *wk0 = w0 + k * wk;
+                const float x0 = wk0[0], x1 = wk0[wr], x2 = wk0[2 * wr], x3 = wk0[3 * wr];
+                const float x4 = wk0[4 * wr], x5 = wk0[5 * wr], x6 = wk0[6 * wr], x7 = wk0[7 * wr];
+                for (int l = 0; l < AP; l++) {
+                    a0[l] = fmaf(x0, mr[l], a0[l]);
+                    a1[l] = fmaf(x1, mr[l], a1[l]);
+                    a2[l] = fmaf(x2, mr[l], a2[l]);
+                    a3[l] = fmaf(x3, mr[l], a3[l]);
+                    a4[l] = fmaf(x4, mr[l], a4[l]);
+                    a5[l] = fmaf(x5, mr[l], a5[l]);
+                    a6[l] = fmaf(x6, mr[l], a6[l]);
+                    a7[l] = fmaf(x7, mr[l], a7[l]);
+                }
+            }
+            const int64_t nl = n - c0 < AP ? n - c0 : AP;
+            float *y0 = y + r * ldy + c0;
+            attn_mm_out(y0, nl, a0, acc);
+            attn_mm_out(y0 + ldy, nl, a1, acc);
+            attn_mm_out(y0 + 2 * ldy, nl, a2, acc);
+            attn_mm_out(y0 + 3 * ldy, nl, a3, acc);
+            attn_mm_out(y0 + 4 * ldy, nl, a4, acc);
+            attn_mm_out(y0 + 5 * ldy, nl, a5, acc);
+            attn_mm_out(y0 + 6 * ldy, nl, a6, acc);
+            attn_mm_out(y0 + 7 * ldy, nl, a7, acc);
+        }
+    }
     for (; r + 4 <= rows; r += 4) {
         const float *w0 = w + r * wr, *w1 = w0 + wr, *w2 = w1 + wr, *w3 = w2 + wr;
         for (int64_t c0 = 0; c0 < n; c0 += AP) {
@@ -111,36 +194,18 @@ DG_ATTN_INLINE void attn_mm(float *restrict y, int64_t ldy, int64_t rows, int64_
                 const float *mr = m + k * ldm + c0;
                 const float x0 = w0[k * wk], x1 = w1[k * wk], x2 = w2[k * wk], x3 = w3[k * wk];
                 for (int l = 0; l < AP; l++) {
-                    a0[l] += x0 * mr[l];
-                    a1[l] += x1 * mr[l];
-                    a2[l] += x2 * mr[l];
-                    a3[l] += x3 * mr[l];
+                    a0[l] = fmaf(x0, mr[l], a0[l]);
+                    a1[l] = fmaf(x1, mr[l], a1[l]);
+                    a2[l] = fmaf(x2, mr[l], a2[l]);
+                    a3[l] = fmaf(x3, mr[l], a3[l]);
                 }
             }
             const int64_t nl = n - c0 < AP ? n - c0 : AP;
-            float *y0 = y + r * ldy + c0, *y1 = y0 + ldy, *y2 = y1 + ldy, *y3 = y2 + ldy;
-            if (nl == AP) {   /* whole vectors out (a scalar tail read back as a vector stalls) */
-                for (int l = 0; l < AP; l++) {
-                    y0[l] = acc ? y0[l] + a0[l] : a0[l];
-                    y1[l] = acc ? y1[l] + a1[l] : a1[l];
-                    y2[l] = acc ? y2[l] + a2[l] : a2[l];
-                    y3[l] = acc ? y3[l] + a3[l] : a3[l];
-                }
-            } else if (acc) {
-                for (int64_t l = 0; l < nl; l++) {
-                    y0[l] += a0[l];
-                    y1[l] += a1[l];
-                    y2[l] += a2[l];
-                    y3[l] += a3[l];
-                }
-            } else {
-                for (int64_t l = 0; l < nl; l++) {
-                    y0[l] = a0[l];
-                    y1[l] = a1[l];
-                    y2[l] = a2[l];
-                    y3[l] = a3[l];
-                }
-            }
+            float *y0 = y + r * ldy + c0;
+            attn_mm_out(y0, nl, a0, acc);
+            attn_mm_out(y0 + ldy, nl, a1, acc);
+            attn_mm_out(y0 + 2 * ldy, nl, a2, acc);
+            attn_mm_out(y0 + 3 * ldy, nl, a3, acc);
         }
     }
     for (; r < rows; r++) {
@@ -150,16 +215,9 @@ DG_ATTN_INLINE void attn_mm(float *restrict y, int64_t ldy, int64_t rows, int64_
             for (int64_t k = 0; k < nk; k++) {
                 const float *mr = m + k * ldm + c0;
                 const float x0 = w0[k * wk];
-                for (int l = 0; l < AP; l++) a0[l] += x0 * mr[l];
+                for (int l = 0; l < AP; l++) a0[l] = fmaf(x0, mr[l], a0[l]);
             }
-            const int64_t nl = n - c0 < AP ? n - c0 : AP;
-            float *y0 = y + r * ldy + c0;
-            if (nl == AP)
-                for (int l = 0; l < AP; l++) y0[l] = acc ? y0[l] + a0[l] : a0[l];
-            else if (acc)
-                for (int64_t l = 0; l < nl; l++) y0[l] += a0[l];
-            else
-                for (int64_t l = 0; l < nl; l++) y0[l] = a0[l];
+            attn_mm_out(y + r * ldy + c0, n - c0 < AP ? n - c0 : AP, a0, acc);
         }
     }
 }
@@ -213,6 +271,18 @@ DG_ATTN_INLINE void attn_softmax_t(float *restrict st, int64_t lk, int64_t lqp) 
     }
 }
 
+/* The softmax's backward in the same layout, in place over ds = dP^T
+ * [lk, lqp]: dot_i = sum_j P_ij dP_ij down the keys, then
+ * dS^T = P^T (dP^T - dot) scale. */
+DG_ATTN_INLINE void attn_dsoftmax_t(float *restrict ds, const float *restrict pt, float *restrict dot,
+                                    int64_t lk, int64_t lqp, float scale) {
+    for (int64_t i = 0; i < lqp; i++) dot[i] = 0.0f;
+    for (int64_t j = 0; j < lk; j++)
+        for (int64_t i = 0; i < lqp; i++) dot[i] += pt[j * lqp + i] * ds[j * lqp + i];
+    for (int64_t j = 0; j < lk; j++)
+        for (int64_t i = 0; i < lqp; i++) ds[j * lqp + i] = pt[j * lqp + i] * (ds[j * lqp + i] - dot[i]) * scale;
+}
+
 /* Per (batch, head) block: the scores transposed, S^T = K (scale Q)^T
  * ([lk, lqp], one query per lane, Q transposed into work), masked (a
  * padding key is a row, the causal mask a triangle), softmaxed down the
@@ -241,19 +311,24 @@ DG_HOT void dg__cpu_attn_fwd(const dg_attn_geom *g, const float *q, const float 
                 V = vp;
                 ldv = dp;
             }
+            float *S = lq == qp ? P : st;   /* no padding: the scores are P's own rows */
             attn_pad_t(qt, q + b * g->q[0] + h * g->q[1], lq, d, g->q[2], g->scale);
-            attn_mm(st, qp, lk, qp, K, ldk, 1, d, qt, qp, false);   /* pads of K are never read */
+            attn_mm(S, qp, lk, qp, K, ldk, 1, d, qt, qp, false);   /* pads of K are never read */
             for (int64_t j = 0; j < lk; j++) {
-                float *restrict sj = st + j * qp;
+                float *restrict sj = S + j * qp;
                 if (pm && pm[j])
                     for (int64_t i = 0; i < qp; i++) sj[i] = -INFINITY;
                 else if (g->causal)
                     for (int64_t i = 0; i < j && i < qp; i++) sj[i] = -INFINITY;
             }
-            attn_softmax_t(st, lk, qp);
-            for (int64_t j = 0; j < lk; j++)
-                for (int64_t i = 0; i < lq; i++) P[j * lq + i] = st[j * qp + i];
-            attn_mm(o + b * g->o[0] + h * g->o[1], g->o[2], lq, d, st, 1, qp, lk, V, ldv, false);
+            attn_softmax_t(S, lk, qp);
+            if (S != P)
+                for (int64_t j = 0; j < lk; j++) {
+                    float *restrict pj = P + j * lq;
+                    const float *restrict sj = S + j * qp;
+                    for (int64_t i = 0; i < lq; i++) pj[i] = sj[i];
+                }
+            attn_mm(o + b * g->o[0] + h * g->o[1], g->o[2], lq, d, S, 1, qp, lk, V, ldv, false);
         }
     }
 }
@@ -301,18 +376,17 @@ DG_HOT void dg__cpu_attn_bwd(const dg_attn_geom *g, const float *q, const float 
                 attn_mm(GV, g->v[2], lk, d, P, lq, 1, lq, O, ldo, acc_v);
             }
             if (!GQ && !GK) continue;
-            for (int64_t j = 0; j < lk; j++) {   /* P^T padded to whole vectors */
-                for (int64_t i = 0; i < lq; i++) pt[j * qp + i] = P[j * lq + i];
-                for (int64_t i = lq; i < qp; i++) pt[j * qp + i] = 0.0f;
+            const float *PT = P;   /* P^T with rows of whole vectors */
+            if (lq != qp) {
+                for (int64_t j = 0; j < lk; j++) {
+                    for (int64_t i = 0; i < lq; i++) pt[j * qp + i] = P[j * lq + i];
+                    for (int64_t i = lq; i < qp; i++) pt[j * qp + i] = 0.0f;
+                }
+                PT = pt;
             }
             attn_pad_t(ot, GO, lq, d, g->o[2], 1.0f);
             attn_mm(ds, qp, lk, qp, V, g->v[2], 1, d, ot, qp, false);   /* dP^T = V dO^T */
-            for (int64_t i = 0; i < qp; i++) dot[i] = 0.0f;
-            for (int64_t j = 0; j < lk; j++)
-                for (int64_t i = 0; i < qp; i++) dot[i] += pt[j * qp + i] * ds[j * qp + i];
-            for (int64_t j = 0; j < lk; j++)
-                for (int64_t i = 0; i < qp; i++)
-                    ds[j * qp + i] = pt[j * qp + i] * (ds[j * qp + i] - dot[i]) * scale;
+            attn_dsoftmax_t(ds, PT, dot, lk, qp, scale);
             if (GQ) {   /* dQ_i = sum_j dS_ij K_j */
                 if (!inplace) {
                     attn_pad(kpd, K, lk, d, ldk);
