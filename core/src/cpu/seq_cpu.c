@@ -9,6 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Let a += b * c become one fused multiply-add in the clones that have FMA
+ * (ISO C mode, -std=c11, turns contraction off in GCC), as in
+ * gemm_cpu.c: the dot products of attention, the polynomials of vmath.h,
+ * the sums of layer norm and the cells of the recurrences. */
+#if defined(__clang__)
+#pragma clang fp contract(fast)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
 /* y = f(x) over n floats (y may be x): the vector loops of vmath.h */
 DG_HOT static void vsigmoid(float *y, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = dg__vsigmoid(x[i]);
@@ -134,9 +144,8 @@ DG_ATTN_INLINE void attn_pad_t(float *restrict dst, const float *restrict x, int
 /* Row r < rows of y (row stride ldy), its first n floats:
  *   y_r (+)= sum_{k < nk} w[r * wr + k * wk] * m[k * ldm + :],
  * eight rows at a time, then four, then one: independent register
- * accumulators of 16 lanes, each step a fused multiply-add (fmaf, one
- * vector FMA in the clones that have FMA), eight chains so that the FMA
- * latency is covered. m has padded rows (ldm and the columns read a
+ * accumulators of 16 lanes, each step a fused multiply-add (see the
+ * top of the file), eight chains so that the FMA latency is covered. m has padded rows (ldm and the columns read a
  * multiple of 16). */
 /* y[:nl] (+)= a, whole vectors when nl is 16 (a scalar tail read back as
  * a vector stalls) */
@@ -164,14 +173,14 @@ DG_ATTN_INLINE void attn_mm(float *restrict y, int64_t ldy, int64_t rows, int64_
                 const float x0 = wk0[0], x1 = wk0[wr], x2 = wk0[2 * wr], x3 = wk0[3 * wr];
                 const float x4 = wk0[4 * wr], x5 = wk0[5 * wr], x6 = wk0[6 * wr], x7 = wk0[7 * wr];
                 for (int l = 0; l < AP; l++) {
-                    a0[l] = fmaf(x0, mr[l], a0[l]);
-                    a1[l] = fmaf(x1, mr[l], a1[l]);
-                    a2[l] = fmaf(x2, mr[l], a2[l]);
-                    a3[l] = fmaf(x3, mr[l], a3[l]);
-                    a4[l] = fmaf(x4, mr[l], a4[l]);
-                    a5[l] = fmaf(x5, mr[l], a5[l]);
-                    a6[l] = fmaf(x6, mr[l], a6[l]);
-                    a7[l] = fmaf(x7, mr[l], a7[l]);
+                    a0[l] += x0 * mr[l];
+                    a1[l] += x1 * mr[l];
+                    a2[l] += x2 * mr[l];
+                    a3[l] += x3 * mr[l];
+                    a4[l] += x4 * mr[l];
+                    a5[l] += x5 * mr[l];
+                    a6[l] += x6 * mr[l];
+                    a7[l] += x7 * mr[l];
                 }
             }
             const int64_t nl = n - c0 < AP ? n - c0 : AP;
@@ -194,10 +203,10 @@ DG_ATTN_INLINE void attn_mm(float *restrict y, int64_t ldy, int64_t rows, int64_
                 const float *mr = m + k * ldm + c0;
                 const float x0 = w0[k * wk], x1 = w1[k * wk], x2 = w2[k * wk], x3 = w3[k * wk];
                 for (int l = 0; l < AP; l++) {
-                    a0[l] = fmaf(x0, mr[l], a0[l]);
-                    a1[l] = fmaf(x1, mr[l], a1[l]);
-                    a2[l] = fmaf(x2, mr[l], a2[l]);
-                    a3[l] = fmaf(x3, mr[l], a3[l]);
+                    a0[l] += x0 * mr[l];
+                    a1[l] += x1 * mr[l];
+                    a2[l] += x2 * mr[l];
+                    a3[l] += x3 * mr[l];
                 }
             }
             const int64_t nl = n - c0 < AP ? n - c0 : AP;
@@ -215,7 +224,7 @@ DG_ATTN_INLINE void attn_mm(float *restrict y, int64_t ldy, int64_t rows, int64_
             for (int64_t k = 0; k < nk; k++) {
                 const float *mr = m + k * ldm + c0;
                 const float x0 = w0[k * wk];
-                for (int l = 0; l < AP; l++) a0[l] = fmaf(x0, mr[l], a0[l]);
+                for (int l = 0; l < AP; l++) a0[l] += x0 * mr[l];
             }
             attn_mm_out(y + r * ldy + c0, n - c0 < AP ? n - c0 : AP, a0, acc);
         }
