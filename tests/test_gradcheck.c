@@ -38,7 +38,7 @@ typedef enum {
     OP_T_ADD, OP_T_MUL, OP_T_MATMUL, OP_T_SOFTMAX, OP_P_SUM_DIMS, OP_SLICE_EXP, OP_T_RESHAPE,
     OP_SLICE_LINEAR, OP_SLICE_RESHAPE, OP_LINEAR_TW, OP_SLICE_SUM_DIMS,
     OP_X_MUL_X, OP_X_ADD_X, OP_X_DIV_X, OP_MATMUL_SELF, OP_LINEAR_SHARED,
-    OP_TWO_USES, OP_MLP,
+    OP_TWO_USES, OP_RESIDUAL, OP_RESIDUAL_VIEW, OP_H_ADD_H, OP_MLP,
 } gc_op;
 
 typedef struct {
@@ -120,6 +120,22 @@ static dg_tensor *gc_forward(const gc_case *c, dg_ctx *ctx, dg_tensor **p) {
     case OP_TWO_USES: {
         dg_tensor *h = dg_mul_scalar(p[0], 0.5f);
         return dg_add(dg_mul(h, p[1]), dg_exp(dg_mul(h, h)));
+    }
+    /* an add whose first input is an intermediate with no gradient yet takes
+     * the add's gradient buffer itself (no copy); its other uses then add
+     * into that buffer */
+    case OP_RESIDUAL: {   /* h + h * w, as x + f(x) */
+        dg_tensor *h = dg_exp(dg_mul_scalar(p[0], 0.5f));
+        return dg_add(h, dg_mul(h, p[1]));
+    }
+    case OP_RESIDUAL_VIEW: {   /* through reshapes, which share the buffer on */
+        int64_t s34[2] = {3, 4};
+        dg_tensor *h = dg_exp(dg_mul_scalar(p[0], 0.5f));
+        return dg_add(dg_reshape(h, 2, s34), dg_reshape(dg_mul(h, p[1]), 2, s34));
+    }
+    case OP_H_ADD_H: {
+        dg_tensor *h = dg_exp(dg_mul_scalar(p[0], 0.5f));
+        return dg_add(h, h);
     }
     case OP_MLP: {
         /* cross_entropy(linear(relu(linear(x, W1, b1)), W2, b2), t) */
@@ -288,6 +304,11 @@ static int build_cases(gc_case *cs, int max) {
              .shape = {"2,4", "4,4", "4"}, .kind = {DGT_N, DGT_N, DGT_N});
     ADD_CASE(.name = "intermediate used twice", .op = OP_TWO_USES, .shape = {"3,4", "3,4"},
              .kind = {DGT_N, DGT_N});
+    ADD_CASE(.name = "residual h + h w", .op = OP_RESIDUAL, .shape = {"3,4", "3,4"},
+             .kind = {DGT_N, DGT_N});
+    ADD_CASE(.name = "residual through reshapes", .op = OP_RESIDUAL_VIEW, .shape = {"2,6", "2,6"},
+             .kind = {DGT_N, DGT_N});
+    ADD_CASE(.name = "intermediate h + h", .op = OP_H_ADD_H, .shape = {"3,4"}, .kind = {DGT_N});
     ADD_CASE(.name = "reshape(slice) copy", .op = OP_SLICE_RESHAPE, .shape = {"3,6"},
              .kind = {DGT_N}, .a = {1, 1, 4}, .s = "-1");
     ADD_CASE(.name = "linear(x, transpose(W))", .op = OP_LINEAR_TW,

@@ -140,6 +140,21 @@ static void grad_bcast(dg_tensor *t, dg_binop op, const dg_tensor *x, const dg_t
     reduce_dims(t->ctx, g->data, full->data, ndim, shape, red, 1.0f, acc);
 }
 
+/* Give t the gradient go itself, as a view of t's shape, when t has no
+ * gradient yet (a first contribution would be a copy of go). go belongs
+ * to a node whose backward has run: no one reads it after this, so later
+ * additions into t's gradient (t's other uses) change nothing else. At
+ * most one input of a node may take go this way. */
+static bool grad_share(dg_tensor *t, dg_tensor *go) {
+    if (!t || !t->requires_grad || t->grad || !dg_is_contiguous(go) || dg_numel(t) != dg_numel(go))
+        return false;
+    int64_t st[DG_MAX_DIMS];
+    dg__contiguous_strides(t->ndim, t->shape, st);
+    t->grad = dg__view(go, t->ndim, t->shape, st, go->data);
+    t->grad_gen = t->ctx->bw_gen;
+    return true;
+}
+
 /* ---- elementwise binary -------------------------------------------------- */
 
 static void binary_backward(dg_node *n) {
@@ -147,8 +162,9 @@ static void binary_backward(dg_node *n) {
     int nd = out->ndim;
     const int64_t *s = out->shape;
     switch ((dg_binop)n->i[0]) {
-    case DG_BIN_ADD:
-        grad_bcast(a, DG_BIN_COPY, go, NULL, 1.0f, nd, s);
+    case DG_BIN_ADD:   /* a residual add: one of the two copies of go is saved */
+        if (!(dg_numel(a) == dg_numel(out) && grad_share(a, go)))
+            grad_bcast(a, DG_BIN_COPY, go, NULL, 1.0f, nd, s);
         grad_bcast(b, DG_BIN_COPY, go, NULL, 1.0f, nd, s);
         break;
     case DG_BIN_SUB:
@@ -698,15 +714,11 @@ dg_tensor *dg_cross_entropy(dg_tensor *logits, dg_tensor *target) {
 
 static void view_backward(dg_node *n) {   /* reshape of a contiguous tensor */
     dg_tensor *a = n->in[0], *go = n->out->grad;
+    if (grad_share(a, go)) return;
     dg_tensor g = *go;
     g.ndim = a->ndim;
     memcpy(g.shape, a->shape, sizeof a->shape);
     dg__contiguous_strides(g.ndim, g.shape, g.stride);
-    if (!a->grad) {   /* nobody else holds go: share it */
-        a->grad = dg__view(go, g.ndim, g.shape, g.stride, go->data);
-        a->grad_gen = a->ctx->bw_gen;
-        return;
-    }
     grad_bcast(a, DG_BIN_COPY, &g, NULL, 1.0f, a->ndim, a->shape);
 }
 
