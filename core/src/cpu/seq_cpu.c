@@ -249,6 +249,15 @@ DG_ATTN_INLINE void attn_prefetch(const float *x, int64_t heads, int64_t hs, int
             }
 }
 
+/* The same for batch element n of three arrays with q's, k's and v's
+ * geometry (q, k, v or their gradients; NULL: none). */
+DG_ATTN_INLINE void attn_prefetch_qkv(const dg_attn_geom *g, int64_t n, const float *q, const float *k,
+                                      const float *v, int write) {
+    attn_prefetch(q ? q + n * g->q[0] : NULL, g->h, g->q[1], g->lq, g->q[2], g->d, write);
+    attn_prefetch(k ? k + n * g->k[0] : NULL, g->h, g->k[1], g->lk, g->k[2], g->d, write);
+    attn_prefetch(v ? v + n * g->v[0] : NULL, g->h, g->v[1], g->lk, g->v[2], g->d, write);
+}
+
 /* Rows of whole vectors (d and every row stride a multiple of 16) are
  * read in place: no padded copies. */
 DG_ATTN_INLINE bool attn_inplace(const dg_attn_geom *g) {
@@ -304,12 +313,7 @@ DG_HOT void dg__cpu_attn_fwd(const dg_attn_geom *g, const float *q, const float 
     const bool inplace = attn_inplace(g);
     float *qt = work, *st = qt + d * qp, *vp = st + lk * qp;
     for (int64_t b = 0; b < g->b; b++) {
-        if (b + 2 < g->b) {
-            const int64_t n = b + 2;
-            attn_prefetch(q + n * g->q[0], g->h, g->q[1], lq, g->q[2], d, 0);
-            attn_prefetch(k + n * g->k[0], g->h, g->k[1], lk, g->k[2], d, 0);
-            attn_prefetch(v + n * g->v[0], g->h, g->v[1], lk, g->v[2], d, 0);
-        }
+        if (b + 2 < g->b) attn_prefetch_qkv(g, b + 2, q, k, v, 0);
         for (int64_t h = 0; h < g->h; h++) {
             float *P = p + (b * g->h + h) * lq * lk;
             const uint8_t *pm = pad ? pad + b * lk : NULL;
@@ -357,14 +361,10 @@ DG_HOT void dg__cpu_attn_bwd(const dg_attn_geom *g, const float *q, const float 
     for (int64_t b = 0; b < g->b; b++) {
         if (b + 2 < g->b) {
             const int64_t n = b + 2;
-            attn_prefetch(q + n * g->q[0], g->h, g->q[1], lq, g->q[2], d, 0);
-            attn_prefetch(k + n * g->k[0], g->h, g->k[1], lk, g->k[2], d, 0);
-            attn_prefetch(v + n * g->v[0], g->h, g->v[1], lk, g->v[2], d, 0);
+            attn_prefetch_qkv(g, n, q, k, v, 0);
             attn_prefetch(go + n * g->o[0], g->h, g->o[1], lq, g->o[2], d, 0);
             attn_prefetch(p + n * g->h * lq * lk, 1, 0, 1, 0, g->h * lq * lk, 0);
-            attn_prefetch(gq ? gq + n * g->q[0] : NULL, g->h, g->q[1], lq, g->q[2], d, 1);
-            attn_prefetch(gk ? gk + n * g->k[0] : NULL, g->h, g->k[1], lk, g->k[2], d, 1);
-            attn_prefetch(gv ? gv + n * g->v[0] : NULL, g->h, g->v[1], lk, g->v[2], d, 1);
+            attn_prefetch_qkv(g, n, gq, gk, gv, 1);
         }
         for (int64_t h = 0; h < g->h; h++) {
             const float *P = p + (b * g->h + h) * lq * lk;   /* P^T [lk, lq] */
