@@ -166,6 +166,9 @@ DG_ATTN_INLINE void attn_mm(float *restrict y, int64_t ldy, int64_t rows, int64_
                             const float *restrict w, int64_t wr, int64_t wk, int64_t nk,
                             const float *restrict m, int64_t ldm,
                             bool acc, bool eight) {
+    /* The blocks are written out, each with its accumulators named: GCC
+     * keeps those in registers, but not an array of them, nor one
+     * accumulator per loop (both tried: scalar code). */
     int64_t r = 0;
     for (; eight && r + 8 <= rows; r += 8) {   /* eight chains: enough to cover the FMA latency */
         const float *w0 = w + r * wr;
