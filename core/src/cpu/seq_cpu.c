@@ -149,8 +149,8 @@ DG_ATTN_INLINE void attn_pad_t(float *restrict dst, const float *restrict x, int
  * so that the FMA latency is covered. With AVX2's 16 registers eight
  * accumulators of two ymm each spill: four rows there (128 x 16 tokens, 4
  * heads of 16, AVX2 clone on the Xeon: backward 0.79x the time of the
- * four-row kernel without FMA, against 1.08x with eight rows). m has padded rows (ldm and the columns read a
- * multiple of 16). */
+ * four-row kernel without FMA, against 1.08x with eight rows). m has
+ * padded rows (ldm and the columns read a multiple of 16). */
 /* y[:nl] (+)= a, whole vectors when nl is 16 (a scalar tail read back as
  * a vector stalls) */
 DG_ATTN_INLINE void attn_mm_out(float *restrict y, int64_t nl, const float *restrict a, bool acc) {
