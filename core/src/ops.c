@@ -163,7 +163,7 @@ static void binary_backward(dg_node *n) {
     const int64_t *s = out->shape;
     switch ((dg_binop)n->i[0]) {
     case DG_BIN_ADD:   /* a residual add: one of the two copies of go is saved */
-        if (!(dg_numel(a) == dg_numel(out) && grad_share(a, go)))
+        if (!grad_share(a, go))   /* a broadcast a (fewer elements) is summed */
             grad_bcast(a, DG_BIN_COPY, go, NULL, 1.0f, nd, s);
         grad_bcast(b, DG_BIN_COPY, go, NULL, 1.0f, nd, s);
         break;
